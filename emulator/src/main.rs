@@ -1,0 +1,120 @@
+//! The `livestream-emulator` binary: parses the command line, starts the server, prints
+//! the address line scripts parse, and exits cleanly on SIGINT/SIGTERM.
+
+use clap::Parser;
+use livestream_emulator::{start, Options};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn summary(o: &Options, seed: u64) -> String {
+    let mut lines = vec![
+        format!(
+            "  streams: {} at {} hits/s (±50 %, bursts), reportSuite {}, seed {seed}{}",
+            if o.streams.is_empty() {
+                "any name".to_string()
+            } else {
+                o.streams.join(", ")
+            },
+            o.rate,
+            o.report_suite,
+            o.epoch.map_or(String::new(), |e| format!(", epoch {e}")),
+        ),
+        format!(
+            "  auth: {}{}",
+            if o.token.is_some() {
+                "Bearer token required (--token)"
+            } else {
+                "any Bearer token"
+            },
+            if o.api_key.is_some() {
+                ", x-api-key required"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "  slots: held {} s after a drop (early reconnect -> {}), resume within {} s re-sending {} record(s)",
+            o.slot_hold_secs, o.early_status, o.resume_secs, o.resend
+        ),
+    ];
+    let mut modes = Vec::new();
+    if o.redirect {
+        modes.push("302 redirect (_lb=1)".to_string());
+    }
+    if o.no_traffic {
+        modes.push("no traffic (503)".to_string());
+    }
+    if let Some(k) = o.keepalive_secs {
+        modes.push(format!("CRLF keep-alive after {k} s"));
+    }
+    if o.chaos {
+        let faults: Vec<String> = o
+            .chaos_faults
+            .iter()
+            .map(|f| format!("{f:?}").to_lowercase())
+            .collect();
+        modes.push(format!(
+            "chaos p={} per record ({})",
+            o.chaos_rate,
+            faults.join(",")
+        ));
+    }
+    if !modes.is_empty() {
+        lines.push(format!("  modes: {}", modes.join("; ")));
+    }
+    if let Some(w) = &o.www {
+        lines.push(format!("  static: / -> {}", w.display()));
+    }
+    for (p, d) in &o.mounts {
+        lines.push(format!("  static: {p} -> {}", d.display()));
+    }
+    lines.push("  admin: GET /admin/stats, POST /admin/drop, POST /admin/reset, PUT|GET|DELETE /admin/streams/{name}".into());
+    lines.join("\n")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = Options::parse();
+    if let Err(e) = opts.validate() {
+        eprintln!("livestream-emulator: {e}");
+        return ExitCode::from(2);
+    }
+    let server = match start(opts.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("livestream-emulator: cannot listen on {}: {e}", opts.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "livestream-emulator listening on http://{}",
+        server.addr()
+    );
+    let _ = writeln!(out, "{}", summary(&opts, server.seed()));
+    let _ = out.flush();
+    drop(out);
+
+    wait_for_signal().await;
+    if !opts.quiet {
+        eprintln!("livestream-emulator: shutting down");
+    }
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

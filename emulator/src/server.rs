@@ -1,0 +1,1344 @@
+//! The HTTP/1.1 server: routing, the Live Stream endpoint, the admin API, static files.
+
+use crate::body::{self, full, BodySender, Item, ResBody};
+use crate::cli::{Fault, Options};
+use crate::rng::Rng;
+use crate::script::{BodyScript, CannedResponse, Script, Then};
+use crate::static_files;
+use crate::stream::{Admission, Counters, Policy, Refusal, Reset, SlotUse, Stream};
+use crate::util::{error_json, parse_query, query_get};
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// Records batched into one chunk at most.
+const BATCH: usize = 256;
+/// Closed connections remembered for `/admin/stats`.
+const KEEP_CLOSED: usize = 1000;
+/// Records remembered per slot for re-sending on resume (the cap of `--resend`).
+const MAX_RESEND: usize = 1000;
+
+/// Whether `name` is a usable endpoint name.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A running emulator. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The seed in use (drawn from the clock when `--seed` was not given).
+    pub fn seed(&self) -> u64 {
+        self.app.seed
+    }
+
+    /// Stops accepting, ends every live stream and waits for the accept loop to finish.
+    pub async fn shutdown(self) {
+        self.app.kill_all("shutdown");
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `opts.listen` and serves until [`Server::shutdown`].
+pub async fn start(opts: Options) -> io::Result<Server> {
+    opts.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = opts.seed.unwrap_or(wall.as_nanos() as u64);
+    let app = Arc::new(App {
+        seed,
+        epoch_s: opts.epoch.map(|e| e as f64),
+        started: Instant::now(),
+        state: Mutex::new(State::default()),
+        opts,
+    });
+    let (tx, mut rx) = watch::channel(false);
+    let app2 = app.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, remote) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            app2.log(format_args!("accept failed: {e}"));
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let app3 = app2.clone();
+                    let mut stop = rx.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let app = app3.clone();
+                            async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(tcp), svc);
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {}
+                        }
+                    });
+                }
+                _ = async { let _ = rx.wait_for(|s| *s).await; } => break,
+            }
+        }
+    });
+    Ok(Server {
+        addr,
+        app,
+        shutdown: tx,
+        task,
+    })
+}
+
+/// Tells a connection task to end, and why.
+struct Kill {
+    reason: Mutex<Option<&'static str>>,
+    notify: Notify,
+}
+
+impl Kill {
+    fn new() -> Arc<Kill> {
+        Arc::new(Kill {
+            reason: Mutex::new(None),
+            notify: Notify::new(),
+        })
+    }
+    fn fire(&self, reason: &'static str) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        drop(r);
+        self.notify.notify_one();
+    }
+    fn reason(&self) -> &'static str {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or("killed")
+    }
+}
+
+/// A chaos fault as recorded in the stats.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+struct FaultEvent {
+    /// Index of the record (in this connection's sequence of records) the fault preceded.
+    record: u64,
+    kind: Fault,
+}
+
+/// One connection as reported by `/admin/stats`.
+#[derive(Clone, Debug, Serialize)]
+struct ConnInfo {
+    id: u64,
+    stream: String,
+    slot: usize,
+    #[serde(rename = "maxConnections")]
+    max_connections: u8,
+    remote: String,
+    opened_ms: u64,
+    closed_ms: Option<u64>,
+    close_reason: Option<String>,
+    records_sent: u64,
+    bytes_sent: u64,
+    resumed: bool,
+    resent: usize,
+    reset: Option<&'static str>,
+    smoothing_bucket_secs: Option<u32>,
+    scripted: bool,
+    faults: Vec<FaultEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, Stream>,
+    scripts: HashMap<String, Script>,
+    counters: HashMap<String, Counters>,
+    conns: BTreeMap<u64, ConnInfo>,
+    kills: HashMap<u64, (String, usize, Arc<Kill>)>,
+    requests: u64,
+    status_counts: BTreeMap<u16, u64>,
+    early_refused: u64,
+    concurrent_peak: usize,
+    next_conn: u64,
+}
+
+struct App {
+    opts: Options,
+    seed: u64,
+    epoch_s: Option<f64>,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+/// Validated query parameters of a stream request.
+struct Params {
+    max: u8,
+    smoothing: Option<u32>,
+    reset: Option<Reset>,
+}
+
+fn json_response(status: u16, error: &str, description: &str) -> Response<ResBody> {
+    let mut r = Response::new(full(error_json(error, description)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn value_response(status: u16, v: &Value) -> Response<ResBody> {
+    let mut r = Response::new(full(format!("{v}\n")));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn default_error(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        409 => "conflict",
+        429 => "too_many_requests",
+        500 => "server_error",
+        503 => "unavailable",
+        505 => "http_version_not_supported",
+        300..=399 => "redirect",
+        _ => "error",
+    }
+}
+
+fn with_retry_after(mut r: Response<ResBody>, secs: Option<f64>) -> Response<ResBody> {
+    if let Some(s) = secs {
+        let s = s.ceil().max(1.0) as u64;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+fn accepts_gzip(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT_ENCODING).iter().any(|v| {
+        v.to_str().unwrap_or("").split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+        })
+    })
+}
+
+fn parse_params(q: &[(String, String)]) -> Result<Params, String> {
+    let max = match query_get(q, "maxConnections") {
+        None => 1,
+        Some(v) => match v.parse::<u8>() {
+            Ok(n @ 1..=8) => n,
+            _ => {
+                return Err(format!(
+                    "maxConnections must be an integer from 1 to 8, got {v:?}"
+                ))
+            }
+        },
+    };
+    let smoothing_on = match query_get(q, "smoothing") {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => return Err(format!("smoothing must be 1 or 0, got {v:?}")),
+    };
+    let bucket = match query_get(q, "smoothingBucketSize") {
+        None => 270,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=7200) => n,
+            _ => {
+                return Err(format!(
+                    "smoothingBucketSize must be an integer from 1 to 7200 (seconds), got {v:?}"
+                ))
+            }
+        },
+    };
+    let reset = match query_get(q, "reset") {
+        None => None,
+        Some("smallest") => Some(Reset::Smallest),
+        Some("largest") => Some(Reset::Largest),
+        Some(v) => {
+            return Err(format!(
+                "reset must be \"smallest\" or \"largest\", got {v:?}"
+            ))
+        }
+    };
+    Ok(Params {
+        max,
+        smoothing: smoothing_on.then_some(bucket),
+        reset,
+    })
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl App {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn log(&self, msg: std::fmt::Arguments<'_>) {
+        if !self.opts.quiet {
+            eprintln!("[{:>10.3}s] {msg}", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn script_f64(&self, st: &State, name: &str, pick: fn(&Script) -> Option<f64>) -> Option<f64> {
+        st.scripts.get(name).and_then(pick)
+    }
+
+    fn rate(&self, st: &State, name: &str) -> f64 {
+        self.script_f64(st, name, |s| s.rate)
+            .unwrap_or(self.opts.rate)
+    }
+
+    fn policy(&self, st: &State, name: &str) -> Policy {
+        let sc = st.scripts.get(name);
+        Policy {
+            hold: sc
+                .and_then(|s| s.slot_hold_secs)
+                .unwrap_or(self.opts.slot_hold_secs),
+            resume: sc
+                .and_then(|s| s.resume_secs)
+                .unwrap_or(self.opts.resume_secs),
+            resend: sc
+                .and_then(|s| s.resend)
+                .unwrap_or(self.opts.resend)
+                .min(MAX_RESEND),
+        }
+    }
+
+    fn kill_all(&self, reason: &'static str) {
+        let st = lock(&self.state);
+        for (_, _, k) in st.kills.values() {
+            k.fire(reason);
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<ResBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut res = if method == Method::OPTIONS {
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, x-api-key, content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            r
+        } else if path == "/healthz" {
+            let mut r = Response::new(full("ok"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        } else if path == "/admin" || path.starts_with("/admin/") {
+            self.admin(req).await
+        } else if let Some(name) = path.strip_prefix("/api/1/stream/") {
+            let name = name.to_string();
+            let r = self.stream_request(req, &name, remote);
+            let status = r.status().as_u16();
+            let mut st = lock(&self.state);
+            st.requests += 1;
+            *st.status_counts.entry(status).or_default() += 1;
+            if valid_stream_name(&name) {
+                let c = st.counters.entry(name.clone()).or_default();
+                c.requests += 1;
+                *c.status_counts.entry(status).or_default() += 1;
+            }
+            drop(st);
+            if status != 200 {
+                self.log(format_args!(
+                    "{remote} {method} {} -> {status}",
+                    uri_for_log(&path, r.headers())
+                ));
+            }
+            r
+        } else {
+            let www = self.opts.www.as_deref();
+            match static_files::serve(www, &self.opts.mounts, &method, &path).await {
+                Some(r) => r,
+                None => json_response(404, "not_found", &format!("nothing is served at {path}")),
+            }
+        };
+        let h = res.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After, Location, Content-Encoding"),
+        );
+        if !h.contains_key(header::CACHE_CONTROL) {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        res
+    }
+
+    fn stream_request(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        name: &str,
+        remote: SocketAddr,
+    ) -> Response<ResBody> {
+        if req.method() != Method::GET {
+            let mut r = json_response(
+                405,
+                "method_not_allowed",
+                &format!("the stream answers GET only, not {}", req.method()),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, OPTIONS"));
+            return r;
+        }
+        if req.version() != Version::HTTP_11 {
+            return json_response(
+                505,
+                "http_version_not_supported",
+                &format!("the stream needs HTTP/1.1, not {:?}", req.version()),
+            );
+        }
+        if !valid_stream_name(name)
+            || (!self.opts.streams.is_empty() && !self.opts.streams.iter().any(|s| s == name))
+        {
+            return json_response(
+                404,
+                "not_found",
+                &format!("no Live Stream endpoint named {name:?}"),
+            );
+        }
+        let canned = lock(&self.state)
+            .scripts
+            .get_mut(name)
+            .and_then(|s| s.responses.pop_front());
+        if let Some(c) = canned {
+            return canned_response(&c);
+        }
+        let q = parse_query(req.uri().query());
+        if self.opts.redirect && query_get(&q, "_lb").is_none() {
+            let query = req.uri().query().filter(|q| !q.is_empty());
+            let location = match query {
+                Some(qs) => format!("/api/1/stream/{name}?{qs}&_lb=1"),
+                None => format!("/api/1/stream/{name}?_lb=1"),
+            };
+            let mut r = json_response(302, "redirect", &format!("use {location}"));
+            *r.status_mut() = StatusCode::FOUND;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        }
+        let h = req.headers();
+        let bearer = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let auth_error = match (bearer, &self.opts.token) {
+            (None, _) => Some("an Authorization: Bearer <access token> header is required"),
+            (Some(t), Some(want)) if t != want => Some("the access token is invalid or expired"),
+            _ => None,
+        };
+        if let Some(why) = auth_error {
+            let mut r = json_response(401, "unauthorized", why);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"livestream-emulator\""),
+            );
+            return r;
+        }
+        if let Some(want) = &self.opts.api_key {
+            match h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+                None => return json_response(403, "forbidden", "an x-api-key header is required"),
+                Some(k) if k != want => {
+                    return json_response(403, "forbidden", "the x-api-key is not valid")
+                }
+                _ => {}
+            }
+        }
+        if !accepts_gzip(h) {
+            return json_response(
+                406,
+                "not_acceptable",
+                "the stream is always gzip-compressed: send Accept-Encoding: gzip",
+            );
+        }
+        let params = match parse_params(&q) {
+            Ok(p) => p,
+            Err(e) => return json_response(400, "invalid_request", &e),
+        };
+        self.admit(name, params, remote)
+    }
+
+    fn admit(
+        self: &Arc<Self>,
+        name: &str,
+        params: Params,
+        remote: SocketAddr,
+    ) -> Response<ResBody> {
+        let now = Instant::now();
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let no_traffic = st
+            .scripts
+            .get(name)
+            .and_then(|s| s.no_traffic)
+            .unwrap_or(self.opts.no_traffic);
+        if no_traffic {
+            return json_response(
+                503,
+                "unavailable",
+                "no hits have been received for this report suite yet",
+            );
+        }
+        let rate = self.rate(st, name);
+        let policy = self.policy(st, name);
+        let epoch = self.epoch_s.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        let stream = st.streams.entry(name.to_string()).or_insert_with(|| {
+            Stream::new(
+                name,
+                self.seed,
+                &self.opts.report_suite,
+                epoch,
+                self.opts.backlog,
+                now,
+            )
+        });
+        stream.advance(now, rate);
+        let id = st.next_conn + 1;
+        let admission = match stream.admit(id, params.max, params.reset, policy, now) {
+            Ok(a) => a,
+            Err(refusal) => {
+                return self.refuse(st, name, refusal);
+            }
+        };
+        st.next_conn = id;
+        let ordinal = stream.admitted;
+        let max = stream.max_conn;
+        let Admission {
+            slot,
+            cursor,
+            resend,
+            resumed,
+            reset_applied,
+        } = admission;
+        let body_script = st.scripts.get_mut(name).and_then(|s| s.body.take());
+        let kill = Kill::new();
+        st.kills.insert(id, (name.to_string(), slot, kill.clone()));
+        st.concurrent_peak = st.concurrent_peak.max(st.kills.len());
+        st.conns.insert(
+            id,
+            ConnInfo {
+                id,
+                stream: name.to_string(),
+                slot,
+                max_connections: max,
+                remote: remote.to_string(),
+                opened_ms: self.now_ms(),
+                closed_ms: None,
+                close_reason: None,
+                records_sent: 0,
+                bytes_sent: 0,
+                resumed,
+                resent: resend.len(),
+                reset: reset_applied.map(|r| match r {
+                    Reset::Smallest => "smallest",
+                    Reset::Largest => "largest",
+                }),
+                smoothing_bucket_secs: params.smoothing,
+                scripted: body_script.is_some(),
+                faults: Vec::new(),
+            },
+        );
+        while st.conns.len() > KEEP_CLOSED + st.kills.len() {
+            let oldest_closed = st
+                .conns
+                .iter()
+                .find(|(_, c)| c.closed_ms.is_some())
+                .map(|(k, _)| *k);
+            match oldest_closed {
+                Some(k) => st.conns.remove(&k),
+                None => break,
+            };
+        }
+        drop(guard);
+
+        let gzip = body_script.as_ref().is_none_or(|b| b.gzip);
+        self.log(format_args!(
+            "{remote} GET /api/1/stream/{name} -> 200 #{id} slot {slot}/{max}{}{}{}{}",
+            if resumed { ", resumed" } else { "" },
+            if resend.is_empty() {
+                String::new()
+            } else {
+                format!(", re-sending {}", resend.len())
+            },
+            reset_applied.map_or(String::new(), |r| format!(", reset={r:?}")),
+            if body_script.is_some() {
+                ", scripted body"
+            } else {
+                ""
+            },
+        ));
+        let (tx, rx) = body::channel();
+        let chaos = self
+            .opts
+            .chaos
+            .then(|| Rng::derive(self.seed, &format!("chaos:{name}"), ordinal));
+        let conn = Conn {
+            app: self.clone(),
+            id,
+            stream: name.to_string(),
+            slot,
+            tx,
+            kill,
+            gz: GzEncoder::new(Vec::new(), Compression::fast()),
+            last_send: Instant::now(),
+            processed: 0,
+            chaos,
+        };
+        let smoothing = params.smoothing;
+        tokio::spawn(async move {
+            conn.run(body_script, cursor, resend, smoothing).await;
+        });
+        let mut r = Response::new(rx.boxed_unsync());
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if gzip {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    }
+
+    fn refuse(&self, st: &mut State, name: &str, refusal: Refusal) -> Response<ResBody> {
+        match refusal {
+            Refusal::Differs {
+                requested,
+                current,
+                live,
+                held,
+            } => json_response(
+                409,
+                "conflict",
+                &format!(
+                    "maxConnections={requested} differs from the value {current} used by the open connections of stream {name:?} ({live} live, {held} held after a disconnect); every connection must use the same value"
+                ),
+            ),
+            Refusal::Full {
+                max,
+                live,
+                held,
+                frees_in,
+            } => {
+                let early = held > 0;
+                let status = if early { self.opts.early_status } else { 409 };
+                let description = match frees_in {
+                    Some(f) => format!(
+                        "maxConnections={max} reached for stream {name:?}: {live} connection(s) open and {held} slot(s) still held after a disconnect; the next held slot frees in {f:.1} s (reconnect after a loss no sooner than that, see KA-16598)"
+                    ),
+                    None => format!(
+                        "maxConnections={max} reached for stream {name:?}: {live} connection(s) open, 0 held; close one or raise maxConnections (the same value on every connection)"
+                    ),
+                };
+                if early {
+                    st.early_refused += 1;
+                    st.counters.entry(name.to_string()).or_default().early_refused += 1;
+                }
+                let error = if status == 503 { "unavailable" } else { "conflict" };
+                with_retry_after(json_response(status, error, &description), frees_in)
+            }
+        }
+    }
+}
+
+fn uri_for_log(path: &str, h: &HeaderMap) -> String {
+    match h.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
+        Some(l) => format!("{path} (Location: {l})"),
+        None => path.to_string(),
+    }
+}
+
+fn canned_response(c: &CannedResponse) -> Response<ResBody> {
+    let error = c.error.as_deref().unwrap_or(default_error(c.status));
+    let description = c
+        .error_description
+        .clone()
+        .unwrap_or_else(|| format!("scripted {} response", c.status));
+    let mut r = json_response(c.status, error, &description);
+    if let Some(s) = c.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let Some(l) = c
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        r.headers_mut().insert(header::LOCATION, l);
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API
+
+impl App {
+    async fn admin(&self, req: Request<Incoming>) -> Response<ResBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let q = parse_query(req.uri().query());
+        let filter = query_get(&q, "stream").map(str::to_string);
+        let allow = |m: &'static str| {
+            let mut r = json_response(
+                405,
+                "method_not_allowed",
+                &format!("{path} answers {m} only, not {method}"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(m));
+            r
+        };
+        match path.as_str() {
+            "/admin/stats" => {
+                if method != Method::GET {
+                    return allow("GET");
+                }
+                value_response(200, &self.stats(filter.as_deref()))
+            }
+            "/admin/drop" => {
+                if method != Method::POST {
+                    return allow("POST");
+                }
+                let n = self.drop_live(filter.as_deref());
+                self.log(format_args!(
+                    "admin: dropped {n} connection(s){}",
+                    filter.map_or(String::new(), |s| format!(" of stream {s:?}"))
+                ));
+                value_response(200, &json!({ "dropped": n }))
+            }
+            "/admin/reset" => {
+                if method != Method::POST {
+                    return allow("POST");
+                }
+                let mut st = lock(&self.state);
+                for (_, _, k) in st.kills.values() {
+                    k.fire("reset");
+                }
+                let next_conn = st.next_conn;
+                *st = State {
+                    next_conn,
+                    ..State::default()
+                };
+                drop(st);
+                self.log(format_args!("admin: reset"));
+                value_response(200, &json!({ "reset": true }))
+            }
+            p => {
+                let Some(name) = p.strip_prefix("/admin/streams/") else {
+                    return json_response(
+                        404,
+                        "not_found",
+                        &format!("no admin endpoint {p}; see emulator/README.md"),
+                    );
+                };
+                if !valid_stream_name(name) {
+                    return json_response(
+                        400,
+                        "invalid_request",
+                        &format!("{name:?} is not a stream name (letters, digits, '-', '_', '.')"),
+                    );
+                }
+                let name = name.to_string();
+                match method {
+                    Method::PUT => {
+                        let bytes = match req.into_body().collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(e) => {
+                                return json_response(
+                                    400,
+                                    "invalid_request",
+                                    &format!("could not read the body: {e}"),
+                                )
+                            }
+                        };
+                        match Script::parse(&bytes) {
+                            Ok(script) => {
+                                let echo = serde_json::to_value(&script).unwrap_or(Value::Null);
+                                lock(&self.state).scripts.insert(name.clone(), script);
+                                self.log(format_args!("admin: script for {name:?}: {echo}"));
+                                value_response(200, &json!({ "stream": name, "script": echo }))
+                            }
+                            Err(e) => json_response(400, "invalid_request", &e),
+                        }
+                    }
+                    Method::GET => {
+                        let st = lock(&self.state);
+                        let script = st
+                            .scripts
+                            .get(&name)
+                            .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+                            .unwrap_or(Value::Null);
+                        value_response(200, &json!({ "stream": name, "script": script }))
+                    }
+                    Method::DELETE => {
+                        let existed = lock(&self.state).scripts.remove(&name).is_some();
+                        value_response(200, &json!({ "stream": name, "deleted": existed }))
+                    }
+                    _ => allow("GET, PUT, DELETE"),
+                }
+            }
+        }
+    }
+
+    /// Drops live connections at once: their slots become held now (as the real service
+    /// would see a lost client), then their tasks abort the response bodies.
+    fn drop_live(&self, filter: Option<&str>) -> usize {
+        let now = Instant::now();
+        let now_ms = self.now_ms();
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let victims: Vec<(u64, String, usize, Arc<Kill>)> = st
+            .kills
+            .iter()
+            .filter(|(_, (s, _, _))| filter.is_none_or(|f| f == s))
+            .map(|(id, (s, slot, k))| (*id, s.clone(), *slot, k.clone()))
+            .collect();
+        for (id, name, slot, kill) in &victims {
+            let hold = self.policy(st, name).hold;
+            if let Some(stream) = st.streams.get_mut(name) {
+                stream.release(*slot, *id, hold, now);
+            }
+            if let Some(c) = st.conns.get_mut(id) {
+                c.closed_ms.get_or_insert(now_ms);
+                c.close_reason.get_or_insert_with(|| "admin_drop".into());
+            }
+            kill.fire("admin_drop");
+        }
+        victims.len()
+    }
+
+    fn stats(&self, filter: Option<&str>) -> Value {
+        let now = Instant::now();
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let mut streams = Map::new();
+        let mut names: Vec<&String> = st.streams.keys().chain(st.counters.keys()).collect();
+        names.sort();
+        names.dedup();
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| filter.is_none_or(|f| f == n.as_str()))
+            .cloned()
+            .collect();
+        for name in &names {
+            let counters = st.counters.get(name).cloned().unwrap_or_default();
+            let mut v = json!({
+                "live": 0, "held": 0, "peak_live": 0,
+                "requests": counters.requests,
+                "status_counts": status_map(&counters.status_counts),
+                "early_reconnects_refused": counters.early_refused,
+            });
+            if let Some(s) = st.streams.get_mut(name) {
+                s.expire(now);
+                let (live, held) = s.usage();
+                let slots: Vec<Value> = s
+                    .slots
+                    .iter()
+                    .map(|sl| match sl.usage {
+                        SlotUse::Free => json!({"state": "free"}),
+                        SlotUse::Live(c) => json!({"state": "live", "connection": c}),
+                        SlotUse::Held { until, conn } => json!({
+                            "state": "held", "connection": conn,
+                            "frees_in_ms": until.saturating_duration_since(now).as_millis() as u64,
+                        }),
+                    })
+                    .collect();
+                v["live"] = json!(live);
+                v["held"] = json!(held);
+                v["peak_live"] = json!(s.peak_live);
+                v["maxConnections"] = json!(s.max_conn);
+                v["generated"] = json!(s.next_seq);
+                v["retained"] = json!(s.log.len());
+                v["slots"] = json!(slots);
+            }
+            streams.insert(name.clone(), v);
+        }
+        let connections: Vec<&ConnInfo> = st
+            .conns
+            .values()
+            .filter(|c| filter.is_none_or(|f| f == c.stream))
+            .collect();
+        let (requests, status_counts, early, peak) = match filter {
+            None => (
+                st.requests,
+                st.status_counts.clone(),
+                st.early_refused,
+                st.concurrent_peak,
+            ),
+            Some(f) => {
+                let c = st.counters.get(f).cloned().unwrap_or_default();
+                let peak = st.streams.get(f).map_or(0, |s| s.peak_live);
+                (c.requests, c.status_counts, c.early_refused, peak)
+            }
+        };
+        json!({
+            "now_ms": self.now_ms(),
+            "seed": self.seed,
+            "streams": streams,
+            "connections": connections,
+            "requests": requests,
+            "status_counts": status_map(&status_counts),
+            "early_reconnects_refused": early,
+            "concurrent_peak": peak,
+        })
+    }
+}
+
+fn status_map(m: &BTreeMap<u16, u64>) -> Value {
+    Value::Object(m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// One streaming connection
+
+/// Why a connection ended.
+enum End {
+    /// The client went away (hyper dropped the body).
+    ClientClosed,
+    /// Admin drop, admin reset, shutdown, or the stream vanished.
+    Killed(&'static str),
+    /// A chaos fault ended it mid-record.
+    ChaosDrop,
+    /// A scripted body ended cleanly.
+    ScriptEnd,
+}
+
+struct Conn {
+    app: Arc<App>,
+    id: u64,
+    stream: String,
+    slot: usize,
+    tx: BodySender,
+    kill: Arc<Kill>,
+    gz: GzEncoder<Vec<u8>>,
+    last_send: Instant,
+    /// Records processed so far (the index chaos faults are recorded against).
+    processed: u64,
+    chaos: Option<Rng>,
+}
+
+const MALFORMED: &[&str] = &[
+    r#"{"hitIdHigh":12,"#,
+    "not json",
+    r#"{"hitIdHigh":2948027281753079808,"pageName":"cut"#,
+    "[1,2,3]",
+];
+
+impl Conn {
+    async fn run(
+        mut self,
+        script: Option<BodyScript>,
+        cursor: u64,
+        resend: Vec<Arc<crate::stream::Entry>>,
+        smoothing: Option<u32>,
+    ) {
+        let end = match script {
+            Some(b) => self.run_script(b).await,
+            None => self.run_generated(cursor, resend, smoothing).await,
+        };
+        let reason = match end {
+            End::ClientClosed => "client_closed",
+            End::Killed(r) => r,
+            End::ChaosDrop => "chaos_drop",
+            End::ScriptEnd => "script_end",
+        };
+        if matches!(end, End::Killed(_)) {
+            let _ = self.tx.abort.try_send(());
+        }
+        let now = Instant::now();
+        let now_ms = self.app.now_ms();
+        let mut guard = lock(&self.app.state);
+        let st = &mut *guard;
+        st.kills.remove(&self.id);
+        let hold = self.app.policy(st, &self.stream).hold;
+        if let Some(s) = st.streams.get_mut(&self.stream) {
+            s.release(self.slot, self.id, hold, now);
+        }
+        let (records, bytes) = match st.conns.get_mut(&self.id) {
+            Some(c) => {
+                c.closed_ms.get_or_insert(now_ms);
+                c.close_reason.get_or_insert_with(|| reason.to_string());
+                (c.records_sent, c.bytes_sent)
+            }
+            None => (0, 0),
+        };
+        drop(guard);
+        self.app.log(format_args!(
+            "#{} {}/slot {} closed: {reason} after {records} records, {bytes} bytes; slot held {hold} s",
+            self.id, self.stream, self.slot
+        ));
+        // Dropping `self.tx` here ends the body: cleanly unless aborted above/in-band.
+    }
+
+    fn end_reason(&self) -> End {
+        End::Killed(self.kill.reason())
+    }
+
+    /// Sends bytes as one chunk, waiting for room in the body channel.
+    async fn push(&mut self, bytes: Bytes) -> Result<(), End> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let n = bytes.len() as u64;
+        tokio::select! {
+            r = self.tx.data.send(Item::Data(bytes)) => r.map_err(|_| End::ClientClosed)?,
+            _ = self.kill.notify.notified() => return Err(self.end_reason()),
+        }
+        self.last_send = Instant::now();
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            c.bytes_sent += n;
+        }
+        Ok(())
+    }
+
+    /// Sleeps until `t`, unless the connection ends first.
+    async fn sleep_until(&mut self, t: Instant) -> Result<(), End> {
+        tokio::select! {
+            _ = tokio::time::sleep_until(t.into()) => Ok(()),
+            _ = self.kill.notify.notified() => Err(self.end_reason()),
+            _ = self.tx.data.closed() => Err(End::ClientClosed),
+        }
+    }
+
+    fn encode(&mut self, data: &[u8]) {
+        // Writing into a Vec cannot fail.
+        let _ = self.gz.write_all(data);
+    }
+
+    /// Sync-flushes the gzip stream, so everything written so far is decodable by the
+    /// client now, and returns the bytes.
+    fn flushed(&mut self) -> Bytes {
+        let _ = self.gz.flush();
+        Bytes::from(std::mem::take(self.gz.get_mut()))
+    }
+
+    /// Flushes and sends what is buffered, then records `seqs` as delivered.
+    async fn flush_send(&mut self, seqs: &mut Vec<u64>) -> Result<(), End> {
+        let bytes = self.flushed();
+        self.push(bytes).await?;
+        if !seqs.is_empty() {
+            let mut guard = lock(&self.app.state);
+            let st = &mut *guard;
+            let keep = self.app.policy(st, &self.stream).resend.max(1);
+            if let Some(s) = st.streams.get_mut(&self.stream) {
+                s.delivered(self.slot, self.id, seqs, keep.max(MAX_RESEND.min(16)));
+            }
+            if let Some(c) = st.conns.get_mut(&self.id) {
+                c.records_sent += seqs.len() as u64;
+            }
+            seqs.clear();
+        }
+        Ok(())
+    }
+
+    fn roll_fault(&mut self) -> Option<Fault> {
+        let rng = self.chaos.as_mut()?;
+        if rng.chance(self.app.opts.chaos_rate) {
+            Some(*rng.pick(&self.app.opts.chaos_faults))
+        } else {
+            None
+        }
+    }
+
+    fn note_fault(&self, kind: Fault) {
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            c.faults.push(FaultEvent {
+                record: self.processed,
+                kind,
+            });
+        }
+        self.app.log(format_args!(
+            "#{} chaos: {kind:?} before record {}",
+            self.id, self.processed
+        ));
+    }
+
+    async fn run_generated(
+        &mut self,
+        mut cursor: u64,
+        resend: Vec<Arc<crate::stream::Entry>>,
+        smoothing: Option<u32>,
+    ) -> End {
+        let mut first = resend;
+        // Send the gzip header at once, so the client sees the response start even before
+        // the first record (the real service's headers and first bytes arrive together).
+        let header = self.flushed();
+        if let Err(e) = self.push(header).await {
+            return e;
+        }
+        loop {
+            let now = Instant::now();
+            let (batch, next_due) = {
+                let st_guard = lock(&self.app.state);
+                let rate = self.app.rate(&st_guard, &self.stream);
+                drop(st_guard);
+                let mut guard = lock(&self.app.state);
+                let Some(s) = guard.streams.get_mut(&self.stream) else {
+                    return End::Killed("reset");
+                };
+                if s.slots.get(self.slot).map(|sl| sl.usage) != Some(SlotUse::Live(self.id)) {
+                    drop(guard);
+                    return self.end_reason();
+                }
+                s.advance(now, rate);
+                let (recs, c) = s.take(self.slot, cursor, now, smoothing, BATCH);
+                cursor = c;
+                (recs, s.next_due())
+            };
+            let full_batch = batch.len() >= BATCH;
+            let mut records = std::mem::take(&mut first);
+            records.extend(batch);
+            if !records.is_empty() {
+                if let Err(e) = self.send_records(records).await {
+                    return e;
+                }
+            } else if let Some(k) = self.app.opts.keepalive_secs {
+                if self.last_send.elapsed().as_secs_f64() >= k {
+                    self.encode(b"\r\n");
+                    let bytes = self.flushed();
+                    if let Err(e) = self.push(bytes).await {
+                        return e;
+                    }
+                }
+            }
+            if full_batch {
+                continue;
+            }
+            let now = Instant::now();
+            let mut wake = now + Duration::from_secs(1);
+            if let Some(d) = next_due {
+                wake = wake.min(d.max(now + Duration::from_millis(2)));
+            }
+            if smoothing.is_some() {
+                wake = wake.min(now + Duration::from_millis(50));
+            }
+            if let Some(k) = self.app.opts.keepalive_secs {
+                wake = wake.min(self.last_send + Duration::from_secs_f64(k));
+            }
+            if let Err(e) = self.sleep_until(wake.max(now)).await {
+                return e;
+            }
+        }
+    }
+
+    async fn send_records(&mut self, records: Vec<Arc<crate::stream::Entry>>) -> Result<(), End> {
+        let mut seqs = Vec::new();
+        for e in records {
+            if let Some(fault) = self.roll_fault() {
+                self.note_fault(fault);
+                self.flush_send(&mut seqs).await?;
+                match fault {
+                    Fault::Drop => {
+                        let cut = (e.line.len() / 2).max(1);
+                        self.encode(&e.line.as_bytes()[..cut]);
+                        let bytes = self.flushed();
+                        self.push(bytes).await?;
+                        let _ = self.tx.data.send(Item::Abort).await;
+                        return Err(End::ChaosDrop);
+                    }
+                    Fault::Stall => {
+                        let secs = self.app.opts.chaos_stall_secs;
+                        self.sleep_until(Instant::now() + Duration::from_secs_f64(secs))
+                            .await?;
+                    }
+                    Fault::Trickle => {
+                        if e.empty_before {
+                            self.encode(b"\r\n");
+                        }
+                        self.encode(e.line.as_bytes());
+                        self.encode(b"\r\n");
+                        let bytes = self.flushed();
+                        let per_byte = (self.app.opts.chaos_stall_secs / bytes.len().max(1) as f64)
+                            .clamp(0.001, 0.2);
+                        for i in 0..bytes.len() {
+                            self.push(bytes.slice(i..i + 1)).await?;
+                            self.sleep_until(Instant::now() + Duration::from_secs_f64(per_byte))
+                                .await?;
+                        }
+                        seqs.push(e.seq);
+                        self.processed += 1;
+                        self.flush_send(&mut seqs).await?;
+                        continue;
+                    }
+                    Fault::Malformed => {
+                        let rng = self.chaos.as_mut().expect("chaos is on");
+                        let line = *rng.pick(MALFORMED);
+                        self.encode(line.as_bytes());
+                        self.encode(b"\r\n");
+                    }
+                    Fault::Oversized => {
+                        let rng = self.chaos.as_mut().expect("chaos is on");
+                        let (hi, lo) = (rng.adobe_id(), rng.adobe_id());
+                        let head = format!(
+                            r#"{{"reportSuite":"{}","hitIdHigh":{hi},"hitIdLow":{lo},"pageName":"Oversized record","padding":""#,
+                            self.app.opts.report_suite
+                        );
+                        self.encode(head.as_bytes());
+                        let pad = [b'x'; 8192];
+                        for _ in 0..256 {
+                            self.encode(&pad);
+                        }
+                        self.encode(b"\"}\r\n");
+                        let bytes = self.flushed();
+                        self.push(bytes).await?;
+                    }
+                }
+            }
+            if e.empty_before {
+                self.encode(b"\r\n");
+            }
+            self.encode(e.line.as_bytes());
+            self.encode(b"\r\n");
+            seqs.push(e.seq);
+            self.processed += 1;
+            if self.gz.get_ref().len() > 64 * 1024 {
+                self.flush_send(&mut seqs).await?;
+            }
+        }
+        self.flush_send(&mut seqs).await
+    }
+
+    async fn run_script(&mut self, b: BodyScript) -> End {
+        let mut raw = Vec::new();
+        for l in &b.lines {
+            raw.extend_from_slice(l.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        let encoded = if b.gzip {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+            let _ = gz.write_all(&raw);
+            match b.then {
+                Then::Close => gz.finish().unwrap_or_default(),
+                Then::Hold => {
+                    let _ = gz.flush();
+                    std::mem::take(gz.get_mut())
+                }
+            }
+        } else {
+            raw
+        };
+        let encoded = Bytes::from(encoded);
+        let size = b.chunk_size.unwrap_or(encoded.len().max(1));
+        let mut off = 0;
+        while off < encoded.len() {
+            let end = (off + size).min(encoded.len());
+            if let Err(e) = self.push(encoded.slice(off..end)).await {
+                return e;
+            }
+            off = end;
+            if b.chunk_delay_ms > 0 && off < encoded.len() {
+                let t = Instant::now() + Duration::from_millis(b.chunk_delay_ms);
+                if let Err(e) = self.sleep_until(t).await {
+                    return e;
+                }
+            }
+        }
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            c.records_sent = b.lines.len() as u64;
+        }
+        match b.then {
+            Then::Close => End::ScriptEnd,
+            Then::Hold => loop {
+                if let Err(e) = self
+                    .sleep_until(Instant::now() + Duration::from_secs(3600))
+                    .await
+                {
+                    return e;
+                }
+            },
+        }
+    }
+}
