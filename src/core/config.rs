@@ -326,14 +326,17 @@ impl Config {
         };
         let idle_timeout_ms = match o.idle_timeout_ms {
             None => Some(DEFAULT_IDLE_TIMEOUT_MS),
-            Some(v) if v == 0.0 => None,
-            Some(v) => Some(integer(
-                "idleTimeoutMs",
-                v,
-                10,
-                86_400_000,
-                " ms, or 0 to turn it off",
-            )?),
+            Some(v) => (v != 0.0)
+                .then(|| {
+                    integer(
+                        "idleTimeoutMs",
+                        v,
+                        10,
+                        86_400_000,
+                        " ms, or 0 to turn it off",
+                    )
+                })
+                .transpose()?,
         };
         let max_record_bytes = match o.max_record_bytes {
             None => DEFAULT_MAX_RECORD_BYTES,

@@ -128,8 +128,8 @@ pub fn classify(status: u16) -> (Verdict, ErrorCode) {
         429 => (Verdict::Retry, TooManyRequests),
         503 => (Verdict::Retry, Unavailable),
         505 => (Verdict::Fatal, HttpVersionNotSupported),
-        500..=599 => (Verdict::Retry, ServerError),
-        400..=499 => (Verdict::Fatal, UnexpectedStatus),
+        s if (500..600).contains(&s) => (Verdict::Retry, ServerError),
+        s if (400..500).contains(&s) => (Verdict::Fatal, UnexpectedStatus),
         // 1xx/2xx other than 200 and odd 3xx: not the stream, but nothing says it is permanent.
         _ => (Verdict::Retry, UnexpectedStatus),
     }
