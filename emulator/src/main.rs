@@ -79,6 +79,9 @@ async fn main() -> ExitCode {
         eprintln!("livestream-emulator: {e}");
         return ExitCode::from(2);
     }
+    // Install the signal handlers before announcing the address: a script may signal us
+    // as soon as it has read the first line.
+    let signals = Signals::install();
     let server = match start(opts.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -96,7 +99,7 @@ async fn main() -> ExitCode {
     let _ = out.flush();
     drop(out);
 
-    wait_for_signal().await;
+    signals.wait().await;
     if !opts.quiet {
         eprintln!("livestream-emulator: shutting down");
     }
@@ -104,17 +107,42 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// SIGINT and SIGTERM, registered up front.
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+            term: signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
+        }
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
+/// Ctrl-C where there are no Unix signals.
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Signals {
+        Signals
+    }
+
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

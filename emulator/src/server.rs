@@ -1084,6 +1084,19 @@ impl Conn {
         Ok(())
     }
 
+    /// Waits until hyper has taken every queued chunk and had time to write it out. hyper
+    /// discards its unwritten buffer when a body fails, so without this the bytes a client
+    /// sees before a chaos drop would depend on timing, and `--seed` runs would differ.
+    async fn let_hyper_flush(&mut self) -> Result<(), End> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.tx.data.capacity() < self.tx.data.max_capacity() && Instant::now() < deadline {
+            self.sleep_until(Instant::now() + Duration::from_millis(5))
+                .await?;
+        }
+        self.sleep_until(Instant::now() + Duration::from_millis(50))
+            .await
+    }
+
     /// Sleeps until `t`, unless the connection ends first.
     async fn sleep_until(&mut self, t: Instant) -> Result<(), End> {
         tokio::select! {
@@ -1226,6 +1239,7 @@ impl Conn {
                         self.encode(&e.line.as_bytes()[..cut]);
                         let bytes = self.flushed();
                         self.push(bytes).await?;
+                        self.let_hyper_flush().await?;
                         let _ = self.tx.data.send(Item::Abort).await;
                         return Err(End::ChaosDrop);
                     }

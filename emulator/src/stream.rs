@@ -511,6 +511,8 @@ mod tests {
     #[test]
     fn generation_is_lazy_and_bounded() {
         let (mut s, t0) = stream();
+        s.advance(t0, 50.0);
+        assert_eq!(s.next_seq, 1, "generation starts when first asked");
         s.advance(t0 + Duration::from_secs(2), 50.0);
         assert!(s.next_seq > 20, "{}", s.next_seq);
         s.advance(t0 + Duration::from_secs(3600), 50.0);
