@@ -119,6 +119,19 @@ export async function createChart(el, { readout } = {}) {
       data = [d.xs, d.ys];
       gaps = d.gaps;
       plot.setData(data);
+      let peak = 0;
+      let latest = null;
+      for (const v of d.ys) {
+        if (v == null) continue;
+        latest = v;
+        if (v > peak) peak = v;
+      }
+      el.setAttribute(
+        "aria-label",
+        latest == null
+          ? "Hits per second over the last five minutes: no data yet"
+          : `Hits per second over the last five minutes: latest ${fmtInt.format(latest)}, peak ${fmtInt.format(peak)}`,
+      );
     },
   };
 }

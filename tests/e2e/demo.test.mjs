@@ -1,0 +1,245 @@
+// The demo page in a real browser: Debian's chromium driven by playwright-core, against a
+// real emulator started here (target/release/livestream-emulator, or LIVESTREAM_EMULATOR_BIN).
+//
+//   node --test tests/e2e/
+//
+// Needs the built package in pkg/ (bash scripts/build-pkg.sh; LIVESTREAM_PKG_DIR points
+// elsewhere) and the emulator binary (cargo build --release -p livestream-emulator).
+// Writes screenshots of the running dashboard to test-output/.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.LIVESTREAM_EMULATOR_BIN || join(ROOT, "target/release/livestream-emulator");
+const PKG = process.env.LIVESTREAM_PKG_DIR || join(ROOT, "pkg");
+const UPLOT = join(ROOT, "node_modules/uplot/dist");
+const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const OUT = join(ROOT, "test-output");
+const STREAM = "e2e";
+// Generous: this must not flake on a loaded two-core machine.
+const T = { start: 30_000, hits: 30_000, state: 30_000, recover: 45_000 };
+
+let emulator = null;
+let emulatorLog = [];
+let base = "";
+let browser = null;
+
+function startEmulator() {
+  for (const [what, path, hint] of [
+    ["emulator binary", BIN, "cargo build --release -p livestream-emulator"],
+    ["npm package", join(PKG, "livestream_wasm.js"), "bash scripts/build-pkg.sh"],
+    ["uPlot", join(UPLOT, "uPlot.esm.js"), "npm install"],
+    ["chromium", CHROMIUM, "apt-get install chromium"],
+  ]) {
+    assert.ok(existsSync(path), `${what} not found at ${path}; build it first: ${hint}`);
+  }
+  const args = [
+    "--listen", "127.0.0.1:0",
+    "--rate", "150",
+    "--seed", "7",
+    "--slot-hold-secs", "1",
+    "--www", join(ROOT, "www"),
+    "--mount", `/pkg/=${PKG}`,
+    "--mount", `/vendor/uplot/=${UPLOT}`,
+  ];
+  emulator = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+  createInterface({ input: emulator.stderr }).on("line", (l) => {
+    emulatorLog.push(l);
+    if (emulatorLog.length > 200) emulatorLog.shift();
+  });
+  return new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`emulator printed no URL within ${T.start} ms:\n${emulatorLog.join("\n")}`)), T.start);
+    emulator.once("exit", (code) => reject(new Error(`emulator exited (${code}):\n${emulatorLog.join("\n")}`)));
+    const rl = createInterface({ input: emulator.stdout });
+    rl.on("line", (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1].replace(/\/$/, ""));
+      }
+    });
+  });
+}
+
+async function admin(method, path, body) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `${method} ${path} answered ${res.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Reads the dashboard's visible state in one go. */
+function snapshot(page) {
+  return page.evaluate(() => {
+    const num = (id) => Number((document.getElementById(id)?.textContent || "0").replace(/[^\d]/g, "")) || 0;
+    const slot = document.querySelector('.slot[data-slot="0"]');
+    const rows = [...document.querySelectorAll("#hits tbody tr:not([hidden])")];
+    return {
+      summary: document.getElementById("summary")?.dataset.state,
+      summaryText: document.getElementById("summary-text")?.textContent,
+      hits: num("kpi-hits"),
+      dups: num("kpi-dups"),
+      reconnects: num("kpi-reconnects"),
+      slotState: slot?.dataset.state,
+      slotHttp: slot?.querySelector('[data-role="http"]')?.textContent,
+      slotReason: slot?.querySelector('[data-role="reason"]')?.textContent,
+      countdown: slot?.querySelector('[data-role="countdown"]:not([hidden])')?.textContent ?? null,
+      rows: rows.length,
+      ids: rows.map((r) => r.querySelector(".c-id")?.textContent),
+      pages: rows.map((r) => r.querySelector(".c-page")?.textContent),
+      topPages: document.querySelectorAll("#top-pages li:not([hidden]):not(.empty)").length,
+      topCountries: document.querySelectorAll("#top-countries li:not([hidden]):not(.empty)").length,
+      chartLabel: document.getElementById("chart")?.getAttribute("aria-label"),
+      chartCanvas: !!document.querySelector("#chart canvas"),
+      errors: [...document.querySelectorAll("#errors li")].map((li) => li.textContent),
+    };
+  });
+}
+
+/** Polls `check(snapshot)` until it returns a truthy value; fails with the last snapshot. */
+async function until(page, what, timeout, check) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await snapshot(page);
+    const v = check(last);
+    if (v) return { value: v, snap: last };
+    if (Date.now() > deadline) {
+      assert.fail(`timed out after ${timeout} ms waiting for: ${what}\nlast page state: ${JSON.stringify(last, null, 2)}\nemulator log tail:\n${emulatorLog.slice(-15).join("\n")}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+before(async () => {
+  mkdirSync(OUT, { recursive: true });
+  base = await startEmulator();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (emulator && emulator.exitCode === null) {
+    emulator.kill("SIGTERM");
+    await new Promise((r) => { emulator.once("exit", r); setTimeout(r, 3000); });
+    if (emulator.exitCode === null) emulator.kill("SIGKILL");
+  }
+});
+
+test("demo page: live hits, a drop and reconnect, a 409 explained and recovered", { timeout: 240_000 }, async (t) => {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 1100 }, colorScheme: "light" });
+  const page = await context.newPage();
+
+  // Console errors: none at all while loading and streaming. After the test drops the
+  // connection on purpose, the browser itself may log the failed stream request
+  // ("Failed to load resource: … 409"); only that, for the stream URL, is allowed then.
+  let expectNetworkNoise = false;
+  const consoleErrors = [];
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const url = m.location()?.url || "";
+    const streamNoise = /^Failed to load resource/.test(m.text()) && url.includes(`/api/1/stream/${STREAM}`);
+    if (streamNoise && expectNetworkNoise) return;
+    consoleErrors.push(`${m.text()} (${url})`);
+  });
+  page.on("pageerror", (e) => consoleErrors.push(`uncaught: ${e.message}`));
+
+  const url = `${base}/?autoconnect=1&stream=${STREAM}&reconnectDelayMs=1500&reconnectJitterMs=200&maxReconnectDelayMs=4000`;
+
+  await t.test("loads and shows hits, totals, chart and top lists", async () => {
+    const res = await page.goto(url, { waitUntil: "load", timeout: T.start });
+    assert.equal(res.status(), 200);
+    assert.equal(await page.title(), "Live Stream · livestream-wasm demo");
+    // The form was prefilled from the query and the advanced warning is shown (1500 < 60000).
+    assert.equal(await page.inputValue("#url"), `${base}/api/1/stream/${STREAM}`);
+    assert.equal(await page.inputValue("#reconnectDelayMs"), "1500");
+    assert.equal(await page.isVisible("#delay-warning"), true);
+
+    const { snap: first } = await until(page, "the first hits in the table", T.hits, (s) => s.slotState === "open" && s.rows > 0 && s.hits > 0);
+    assert.equal(first.summary, "open");
+    // Exact 64-bit ids, as decimal strings: high:low.
+    for (const id of first.ids) assert.match(id, /^\d{1,20}:\d{1,20}$/);
+    const { snap } = await until(page, "totals growing, 50 rows, top lists and the chart", T.hits, (s) =>
+      s.hits > first.hits + 50 && s.rows === 50 && s.topPages > 0 && s.topCountries > 0 && /peak [1-9]/.test(s.chartLabel || ""),
+    );
+    assert.ok(snap.chartCanvas, "the chart canvas exists");
+    const big = snap.ids.flatMap((id) => id.split(":")).filter((x) => BigInt(x) > 2n ** 53n);
+    assert.ok(big.length > 0, `ids above 2^53 are shown exactly: ${snap.ids.slice(0, 3)}`);
+    assert.deepEqual(consoleErrors, [], "no console errors while loading and streaming");
+  });
+
+  await t.test("a dropped connection waits with a countdown, reconnects, and hits resume", async () => {
+    expectNetworkNoise = true;
+    const before = await snapshot(page);
+    const dropped = await admin("POST", "/admin/drop");
+    assert.ok(dropped.dropped >= 1, `the emulator dropped the page's connection: ${JSON.stringify(dropped)}`);
+    const { snap: waiting } = await until(page, "the slot waiting with a countdown", T.state, (s) => s.slotState === "waiting" && s.countdown);
+    assert.match(waiting.countdown, /Reconnecting (in \d+ s|now)/);
+    assert.match(waiting.countdown, /KA-16598/);
+    assert.equal(waiting.summary, "waiting");
+    const { snap: back } = await until(page, "open again", T.recover, (s) => s.slotState === "open");
+    await until(page, "hits after the reconnect", T.hits, (s) => s.hits > back.hits + 20 && s.hits > before.hits);
+    await until(page, "one reconnect counted, resent duplicates dropped", T.state, (s) => s.reconnects >= 1 && s.dups >= 1);
+  });
+
+  await t.test("a 409 from a still-held slot is explained, waited out, and recovered", async () => {
+    // Make this stream hold a dropped client's slot for 6 s: the page's reconnect after
+    // 1.5 s meets a real 409 ("slot still held", KA-16598) and must keep waiting.
+    await admin("PUT", `/admin/streams/${STREAM}`, { slot_hold_secs: 6 });
+    await until(page, "open before the second drop", T.recover, (s) => s.slotState === "open");
+    await admin("POST", "/admin/drop");
+    const { snap: conflict } = await until(page, "a 409 shown on the slot while it waits", T.recover, (s) => s.slotState === "waiting" && s.slotHttp === "409" && s.countdown);
+    assert.match(conflict.countdown, /409/);
+    assert.match(conflict.slotReason, /409/);
+    await until(page, "the 409 in the error list", T.state, (s) => s.errors.some((e) => /409/.test(e)));
+    await page.screenshot({ path: join(OUT, "demo-409.png"), fullPage: true });
+    const { snap: back } = await until(page, "open again after the held slot was freed", T.recover, (s) => s.slotState === "open");
+    await until(page, "hits after the 409", T.hits, (s) => s.hits > back.hits + 20);
+    await admin("DELETE", `/admin/streams/${STREAM}`);
+  });
+
+  await t.test("screenshots of the running dashboard", async () => {
+    await until(page, "a full table", T.hits, (s) => s.rows === 50 && s.slotState === "open");
+    await page.waitForTimeout(2500); // let the chart scroll a bit past the gaps
+    await page.screenshot({ path: join(OUT, "demo.png"), fullPage: true });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: join(OUT, "demo-dark.png"), fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: join(OUT, "demo-mobile.png"), fullPage: false });
+    await page.setViewportSize({ width: 1440, height: 1100 });
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  await t.test("disconnect closes the client and frees the emulator's connection", async () => {
+    await page.click("#disconnect");
+    await until(page, "all slots closed", T.state, (s) => s.slotState === "closed" && s.summary === "closed");
+    const deadline = Date.now() + T.state;
+    let stats;
+    do {
+      stats = await admin("GET", `/admin/stats?stream=${STREAM}`);
+      if (JSON.stringify(stats).match(/"live":0\b/)) break;
+      await new Promise((r) => setTimeout(r, 200));
+    } while (Date.now() < deadline);
+    assert.match(JSON.stringify(stats), /"live":0\b/, `no live connection left: ${JSON.stringify(stats)}`);
+    assert.equal(await page.isEnabled("#connect"), true);
+    assert.deepEqual(consoleErrors, [], "no unexpected console errors");
+  });
+
+  await context.close();
+});
