@@ -45,8 +45,9 @@ pub struct Options {
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// Unix time (seconds) the emulator's clock starts at, for timeGMT/receivedTimeGMT.
-    /// Default: the real time at start-up. Fix it (with --seed) for byte-identical records.
+    /// Unix time (seconds) at which every stream's clock starts (timeGMT/receivedTimeGMT
+    /// follow it). Default: the real time when the stream is first requested. Fix it (with
+    /// --seed) for byte-identical records across runs.
     #[arg(long)]
     pub epoch: Option<u64>,
 

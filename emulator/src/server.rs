@@ -426,6 +426,12 @@ impl App {
                 ));
             }
             r
+        } else if path == "/api" || path.starts_with("/api/") {
+            json_response(
+                404,
+                "not_found",
+                &format!("no API at {path}; the stream is /api/1/stream/{{name}}"),
+            )
         } else {
             let www = self.opts.www.as_deref();
             match static_files::serve(www, &self.opts.mounts, &method, &path).await {
@@ -993,7 +999,7 @@ enum End {
     /// A chaos fault ended it mid-record.
     ChaosDrop,
     /// A scripted body ended cleanly.
-    ScriptEnd,
+    ScriptDone,
 }
 
 struct Conn {
@@ -1033,7 +1039,7 @@ impl Conn {
             End::ClientClosed => "client_closed",
             End::Killed(r) => r,
             End::ChaosDrop => "chaos_drop",
-            End::ScriptEnd => "script_end",
+            End::ScriptDone => "script_done",
         };
         if matches!(end, End::Killed(_)) {
             let _ = self.tx.abort.try_send(());
@@ -1344,7 +1350,7 @@ impl Conn {
             c.records_sent = b.lines.len() as u64;
         }
         match b.then {
-            Then::Close => End::ScriptEnd,
+            Then::Close => End::ScriptDone,
             Then::Hold => loop {
                 if let Err(e) = self
                     .sleep_until(Instant::now() + Duration::from_secs(3600))

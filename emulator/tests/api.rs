@@ -169,6 +169,9 @@ async fn methods_405_versions_505_names_404() {
     assert!(error_description(r).await.contains("unknown"));
     let r = emu.get("/api/1/stream/").await;
     assert_eq!(r.status, 404);
+    let r = emu.get("/api/2/stream/known").await;
+    assert_eq!(r.status, 404);
+    assert!(error_description(r).await.contains("/api/1/stream/{name}"));
     emu.stop().await;
 }
 
@@ -487,6 +490,11 @@ async fn scripted_body_and_canned_responses() {
         text,
         "{\"hitIdHigh\":18446744073709551615,\"hitIdLow\":1}\r\nnot json\r\n\r\n{\"a\":\"ü東\"}\r\n"
     );
+    emu.wait_stats("the scripted connection to close", |s| {
+        s["connections"][0]["close_reason"] == "script_done"
+    })
+    .await;
+    assert_eq!(emu.stats().await["connections"][0]["records_sent"], 4);
     // The script is used up: the next 200 is generated again (the held slot is freed first).
     emu.admin(
         "PUT",
