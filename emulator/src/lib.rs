@@ -11,6 +11,8 @@
 //!
 //! The binary is `livestream-emulator`; tests can run it in-process with [`start`].
 
+#![warn(missing_docs)]
+
 pub mod body;
 pub mod cli;
 pub mod generator;

@@ -341,15 +341,15 @@ impl App {
         }
     }
 
-    fn script_f64(&self, st: &State, name: &str, pick: fn(&Script) -> Option<f64>) -> Option<f64> {
-        st.scripts.get(name).and_then(pick)
-    }
-
+    /// The hit rate of a stream: its script's `rate`, else `--rate`.
     fn rate(&self, st: &State, name: &str) -> f64 {
-        self.script_f64(st, name, |s| s.rate)
+        st.scripts
+            .get(name)
+            .and_then(|s| s.rate)
             .unwrap_or(self.opts.rate)
     }
 
+    /// Slot timings of a stream: its script's overrides, else the flags.
     fn policy(&self, st: &State, name: &str) -> Policy {
         let sc = st.scripts.get(name);
         Policy {
@@ -1133,7 +1133,7 @@ impl Conn {
             let st = &mut *guard;
             let keep = self.app.policy(st, &self.stream).resend.max(1);
             if let Some(s) = st.streams.get_mut(&self.stream) {
-                s.delivered(self.slot, self.id, seqs, keep.max(MAX_RESEND.min(16)));
+                s.delivered(self.slot, self.id, seqs, keep.max(16));
             }
             if let Some(c) = st.conns.get_mut(&self.id) {
                 c.records_sent += seqs.len() as u64;
@@ -1181,10 +1181,8 @@ impl Conn {
         loop {
             let now = Instant::now();
             let (batch, next_due) = {
-                let st_guard = lock(&self.app.state);
-                let rate = self.app.rate(&st_guard, &self.stream);
-                drop(st_guard);
                 let mut guard = lock(&self.app.state);
+                let rate = self.app.rate(&guard, &self.stream);
                 let Some(s) = guard.streams.get_mut(&self.stream) else {
                     return End::Killed("reset");
                 };
