@@ -276,13 +276,21 @@ impl Generator {
                 }
             })
             .collect();
+        // The site is already busy when the stream starts: a full set of sessions.
+        let mut active = Vec::with_capacity(ACTIVE);
+        while active.len() < ACTIVE {
+            let v = rng.index(POOL);
+            if !active.contains(&v) {
+                active.push(v);
+            }
+        }
         Generator {
             rng,
             report_suite: report_suite.to_string(),
             id_key,
             next_hit: 0,
             visitors,
-            active: Vec::new(),
+            active,
         }
     }
 
