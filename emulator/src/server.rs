@@ -32,6 +32,8 @@ use tokio::sync::{watch, Notify};
 const BATCH: usize = 256;
 /// Closed connections remembered for `/admin/stats`.
 const KEEP_CLOSED: usize = 1000;
+/// Streams kept at once; beyond it the least recently used idle stream is forgotten.
+const MAX_STREAMS: usize = 256;
 /// Records remembered per slot for re-sending on resume (the cap of `--resend`).
 const MAX_RESEND: usize = 1000;
 
@@ -413,7 +415,8 @@ impl App {
             let mut st = lock(&self.state);
             st.requests += 1;
             *st.status_counts.entry(status).or_default() += 1;
-            if valid_stream_name(&name) {
+            let known = st.counters.contains_key(&name) || st.streams.contains_key(&name);
+            if valid_stream_name(&name) && (known || st.counters.len() < 4 * MAX_STREAMS) {
                 let c = st.counters.entry(name.clone()).or_default();
                 c.requests += 1;
                 *c.status_counts.entry(status).or_default() += 1;
@@ -581,6 +584,30 @@ impl App {
                 .unwrap_or_default()
                 .as_secs_f64()
         });
+        if !st.streams.contains_key(name) && st.streams.len() >= MAX_STREAMS {
+            // Forget the idle stream (no live or held slot) that was used least recently.
+            let idle = st
+                .streams
+                .iter_mut()
+                .filter_map(|(n, s)| {
+                    s.expire(now);
+                    (s.usage() == (0, 0)).then(|| (s.last_active, n.clone()))
+                })
+                .min();
+            match idle {
+                Some((_, n)) => {
+                    st.streams.remove(&n);
+                    st.counters.remove(&n);
+                }
+                None => {
+                    return json_response(
+                        503,
+                        "unavailable",
+                        &format!("the emulator serves at most {MAX_STREAMS} streams with open connections at once"),
+                    )
+                }
+            }
+        }
         let stream = st.streams.entry(name.to_string()).or_insert_with(|| {
             Stream::new(
                 name,

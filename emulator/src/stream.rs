@@ -169,6 +169,8 @@ pub struct Stream {
     pub peak_live: usize,
     /// Connections ever admitted (orders the per-connection chaos generators).
     pub admitted: u64,
+    /// Last admission or release (for forgetting idle streams).
+    pub last_active: Instant,
 }
 
 impl Stream {
@@ -202,6 +204,7 @@ impl Stream {
             slots: vec![Slot::new()],
             peak_live: 0,
             admitted: 0,
+            last_active: now,
         }
     }
 
@@ -322,6 +325,7 @@ impl Stream {
         now: Instant,
     ) -> Result<Admission, Refusal> {
         self.expire(now);
+        self.last_active = now;
         let (live, held) = self.usage();
         let idle = live == 0 && held == 0;
         if max != self.max_conn {
@@ -481,6 +485,7 @@ impl Stream {
         if s.usage != SlotUse::Live(conn) {
             return;
         }
+        self.last_active = now;
         s.last_drop = Some(now);
         s.usage = if hold > 0.0 {
             SlotUse::Held {

@@ -847,3 +847,27 @@ fn binary_prints_the_address_line_and_exits_on_sigterm() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--chaos-rate"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_are_forgotten_beyond_the_cap() {
+    let emu = Emu::start(&["--slot-hold-secs", "0", "--rate", "1"]).await;
+    let mut keep = emu.get("/api/1/stream/keep").await;
+    assert_eq!(keep.status, 200);
+    for i in 0..260 {
+        let r = emu.get(&format!("/api/1/stream/s{i}")).await;
+        assert_eq!(r.status, 200, "s{i}");
+        // A scripted hold is not needed: closing at once makes the stream idle.
+        drop(r);
+        emu.admin("POST", &format!("/admin/drop?stream=s{i}"), None)
+            .await;
+    }
+    let s = emu.stats().await;
+    let streams = s["streams"].as_object().unwrap();
+    assert!(streams.len() <= 256 + 1, "{}", streams.len());
+    assert_eq!(
+        streams["keep"]["live"], 1,
+        "a stream in use is never forgotten"
+    );
+    assert!(keep.next_chunk(Duration::from_millis(10)).await != Err(BodyError::Abrupt));
+    emu.stop().await;
+}
