@@ -256,6 +256,8 @@ function setFormBusy(busy) {
   $("settings").disabled = busy;
   $("connect").disabled = busy;
   $("disconnect").disabled = !state.client;
+  document.body.classList.toggle("connected", !!state.client);
+  setText($("conn-line"), state.client ? $("url").value : "");
 }
 
 // ---------------------------------------------------------------- callbacks (no DOM here)
@@ -519,7 +521,8 @@ function renderTable(now) {
     setText(t, Number.isFinite(h.timeGMT) ? clock(h.timeGMT * 1000) : "–");
     setText(page, h.pageName || "–");
     page.title = h.pageName || "";
-    setText(url, h.pageURL || "–");
+    // The path says more than a truncated "https://shop.exa…"; the full URL is the tooltip.
+    setText(url, h.pageURL ? String(h.pageURL).replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]+/i, "") || h.pageURL : "–");
     url.title = h.pageURL || "";
     const geo = [h.geoCountry ? String(h.geoCountry).toUpperCase() : "", h.geoCity || ""].filter(Boolean).join(" · ");
     setText(country, geo || "–");
@@ -605,6 +608,10 @@ function renderErrors() {
 
 // ---------------------------------------------------------------- wiring
 
+function updateSmoothing() {
+  $("smoothingBucketSize").disabled = !$("smoothing").checked;
+}
+
 function updateDelayWarning() {
   const v = $("reconnectDelayMs").value.trim();
   $("delay-warning").hidden = !(v !== "" && Number(v) < 60000);
@@ -615,6 +622,8 @@ function init() {
   const { values, autoconnect } = settings.initialValues(location);
   settings.writeForm(form, values);
   updateDelayWarning();
+  updateSmoothing();
+  $("smoothing").addEventListener("change", updateSmoothing);
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();

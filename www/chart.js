@@ -71,7 +71,11 @@ export async function createChart(el, { readout } = {}) {
         y: { range: (u, min, max) => [0, Math.max(4, Math.ceil((max || 0) * 1.15))] },
       },
       axes: [
-        { ...axis, space: 70 },
+        {
+          ...axis,
+          space: 80,
+          values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })),
+        },
         { ...axis, size: 46, values: (u, vals) => vals.map((v) => fmtCompact.format(v)) },
       ],
       series: [

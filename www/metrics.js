@@ -71,17 +71,21 @@ export class RateSeries {
   }
 
   /**
-   * The window as chart columns, oldest first, ending with the last complete second.
+   * The chart columns, oldest first, ending with the last complete second: the whole
+   * window once it has filled, before that the time since the start (at least `minSeconds`).
    * Writes into the given arrays (reused between calls) and returns them.
    */
-  fill(nowMs, xs, ys, gaps) {
+  fill(nowMs, xs, ys, gaps, minSeconds = 60) {
     const sec = Math.floor(nowMs / 1000);
     this.advance(sec);
-    const n = this.n - 1; // the current second is still filling up
+    const full = this.n - 1; // the current second is still filling up
+    const since = this.firstSec >= 0 ? sec - this.firstSec : 0;
+    const n = Math.max(minSeconds, Math.min(full, since));
+    xs.length = ys.length = gaps.length = n;
     for (let i = 0; i < n; i++) {
       const s = sec - n + i;
-      const j = s % this.n;
-      const inRange = this.firstSec >= 0 && s >= this.firstSec;
+      const j = ((s % this.n) + this.n) % this.n;
+      const inRange = this.firstSec >= 0 && s >= this.firstSec && s > sec - this.n;
       xs[i] = s;
       ys[i] = inRange ? this.counts[j] : null;
       gaps[i] = inRange && this.flags[j] === 2 ? 1 : 0;
@@ -128,7 +132,7 @@ export class SlidingTop {
     this.head = sec;
   }
 
-  /** Adds one hit per key, all at `nowMs`. */
+  /** Counts one hit of `key` in second `sec` (call `advance(sec)` first). */
   addKey(key, sec) {
     const b = this.buckets[sec % this.n];
     let k = key;
@@ -189,7 +193,11 @@ export class LatestRing {
   }
 }
 
-/** Errors grouped by (code, connection, message), newest first, at most `cap` groups. */
+/**
+ * Errors grouped by (code, HTTP status, connection), newest first, at most `cap` groups.
+ * A group shows its latest message: repeats of one problem often differ only in a number
+ * ("frees in 4.5 s"), and one line with a count reads better than a column of near-copies.
+ */
 export class ErrorLog {
   constructor(cap = 25) {
     this.cap = cap;
@@ -208,15 +216,17 @@ export class ErrorLog {
     const code = String(error?.code ?? "error");
     const message = String(error?.message ?? error ?? "");
     const connection = error?.connection ?? null;
-    const key = `${code}\u0000${connection}\u0000${message}`;
+    const httpStatus = error?.httpStatus ?? null;
+    const key = `${code}\u0000${httpStatus}\u0000${connection}`;
     let e = this.groups.get(key);
     if (e) {
       this.groups.delete(key);
       e.count++;
       e.last = nowMs;
+      e.message = message;
       e.fatal = e.fatal || !!error?.fatal;
     } else {
-      e = { code, message, connection, httpStatus: error?.httpStatus ?? null, fatal: !!error?.fatal, count: 1, first: nowMs, last: nowMs };
+      e = { code, message, connection, httpStatus, fatal: !!error?.fatal, count: 1, first: nowMs, last: nowMs };
     }
     this.groups.set(key, e);
     while (this.groups.size > this.cap) this.groups.delete(this.groups.keys().next().value);

@@ -119,6 +119,7 @@ export function toOptions(values) {
   if (values.apiKey) o.apiKey = values.apiKey;
   for (const f of FIELDS) {
     if (f.type !== "int") continue;
+    if (f.key === "smoothingBucketSize" && !values.smoothing) continue; // only with smoothing
     const raw = values[f.key];
     if (raw === "" || raw == null) continue;
     const n = Number(raw);

@@ -193,7 +193,9 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
     assert.equal(waiting.summary, "waiting");
     const { snap: back } = await until(page, "open again", T.recover, (s) => s.slotState === "open");
     await until(page, "hits after the reconnect", T.hits, (s) => s.hits > back.hits + 20 && s.hits > before.hits);
-    await until(page, "one reconnect counted, resent duplicates dropped", T.state, (s) => s.reconnects >= 1 && s.dups >= 1);
+    // (Duplicates are likely here, since the emulator re-sends the last records it wrote,
+    // but not certain: records lost in flight with the dropped connection are not duplicates.)
+    await until(page, "the reconnect counted", T.state, (s) => s.reconnects >= 1);
   });
 
   await t.test("a 409 from a still-held slot is explained, waited out, and recovered", async () => {
