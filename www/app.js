@@ -90,8 +90,9 @@ function formatAgo(ms) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 function clock(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return timeFmt.format(ms);
 }
 
 const textCache = new WeakMap();
@@ -302,8 +303,14 @@ function onStatus(status) {
   schedule();
 }
 
+let announceTimer = 0;
 function onError(error) {
   const e = errors.add(error, Date.now());
+  if (e.count === 1 || e.fatal) {
+    // A new kind of problem is read out once (throttled), not every repeat.
+    clearTimeout(announceTimer);
+    announceTimer = setTimeout(() => setText($("error-announce"), `${e.fatal ? "Fatal error" : "Error"}: ${e.message}`), 300);
+  }
   if (e.fatal) {
     state.fatal = true;
     // close() must not run inside the client's own callback; do it right after.

@@ -4,6 +4,8 @@
 const fmtInt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const fmtCompact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
 
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -74,7 +76,7 @@ export async function createChart(el, { readout } = {}) {
         {
           ...axis,
           space: 80,
-          values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })),
+          values: (u, splits) => splits.map((v) => timeFmt.format(v * 1000)),
         },
         { ...axis, size: 46, values: (u, vals) => vals.map((v) => fmtCompact.format(v)) },
       ],
@@ -96,7 +98,7 @@ export async function createChart(el, { readout } = {}) {
             if (!readout) return;
             const i = u.cursor.idx;
             if (i == null || u.data[0][i] == null) { readout.textContent = defaultReadout; return; }
-            const t = new Date(u.data[0][i] * 1000).toLocaleTimeString();
+            const t = timeFmt.format(u.data[0][i] * 1000);
             const v = u.data[1][i];
             readout.textContent = v == null ? `${t} · no data` : `${t} · ${fmtInt.format(v)} hits/s${gaps[i] ? " · no connection open" : ""}`;
           },
