@@ -161,6 +161,10 @@ fn main() {
             body.extend_from_slice(b"\r\n");
         }
     }
+    if let Ok(path) = std::env::var("SCAN_SPEED_DUMP") {
+        // The body for other harnesses (e.g. the same core compiled to wasm, run in Node).
+        std::fs::write(path, &body).unwrap();
+    }
     let mb = body.len() as f64 / 1e6;
     println!(
         "{n} records, {:.0} B average, {:.1} MB body",

@@ -117,10 +117,10 @@ pub const MAX_DEPTH: usize = 128;
 /// On error, `out` may hold a partial write: the caller truncates it to its previous length.
 pub fn rewrite_record(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, RecordError> {
     match std::str::from_utf8(record) {
-        Ok(_) => Scanner::new(record).run(out, false),
+        Ok(_) => scan(record, out, false),
         Err(_) => {
             let text = String::from_utf8_lossy(record);
-            Scanner::new(text.as_bytes()).run(out, true)
+            scan(text.as_bytes(), out, true)
         }
     }
 }
@@ -135,8 +135,16 @@ enum Field {
     ReceivedTimeGmt,
 }
 
-#[inline]
+/// Which field a top-level key names. Most keys are ruled out by their length and first
+/// byte before any comparison.
+#[inline(always)]
 fn classify(key: &[u8]) -> Field {
+    let (Some(&first), len) = (key.first(), key.len()) else {
+        return Field::Other;
+    };
+    if !(7..=15).contains(&len) || !matches!(first, b'h' | b'v' | b'm' | b't' | b'r') {
+        return Field::Other;
+    }
     match key {
         b"hitIdHigh" => Field::Id(0),
         b"hitIdLow" => Field::Id(1),
@@ -202,36 +210,22 @@ fn hex4(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
-/// A scanned JSON number.
-struct Number {
-    start: usize,
-    end: usize,
-    negative: bool,
-    /// No fraction and no exponent.
-    integer: bool,
-}
-
-/// Marker that scanning stopped at an error; the details are in [`Scanner::fail`]. Keeping
-/// the hot functions' error type zero-sized keeps their results in registers.
-struct Stop;
-
-type Scan<T> = Result<T, Stop>;
-
-/// The first problem found, with byte offsets; turned into a message only on failure.
+/// The first problem found, with byte offsets; turned into a message only on failure
+/// (see [`error_for`]), so the hot path carries no strings.
 #[derive(Clone, Copy, Debug)]
 enum Fail {
     /// "expected {what}, found {the byte at}".
     Expected(usize, &'static str),
     /// A fixed message at an offset.
     Plain(usize, &'static str),
-    /// An unescaped control character in a string.
-    Control(usize, u8),
-    /// A backslash followed by something that is not an escape.
+    /// An unescaped control character in a string at the offset.
+    Control(usize),
+    /// A backslash (at the offset) followed by something that is not an escape.
     BadEscape(usize),
-    /// `\uXXXX` (at the offset) without a following low surrogate escape.
-    HighSurrogate(usize, u32),
-    /// `\uXXXX` low surrogate without a high one before it.
-    LowSurrogate(usize, u32),
+    /// `\uXXXX` (at the offset) high surrogate without a following low surrogate escape.
+    HighSurrogate(usize),
+    /// `\uXXXX` (at the offset) low surrogate without a high one before it.
+    LowSurrogate(usize),
     /// The string that starts at the offset has no closing quote.
     Unterminated(usize),
     /// Nesting beyond [`MAX_DEPTH`] at the offset.
@@ -244,584 +238,627 @@ enum Fail {
     Empty,
 }
 
-/// The single-pass validator over one record's (valid UTF-8) bytes.
-struct Scanner<'a> {
-    b: &'a [u8],
-    pos: usize,
-    fail: Fail,
-}
+type Scan<T> = Result<T, Fail>;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-impl<'a> Scanner<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Scanner {
-            b,
-            pos: 0,
-            fail: Fail::Empty,
-        }
-    }
+// The scanner is a set of free functions over (bytes, index) that return the index after
+// what they scanned. The hot ones are always inlined into the two loops (the record's own
+// object in `scan` and nested values in `container`), so the index lives in a register.
 
-    /// The byte at `i`, or 0 past the end (0 is invalid everywhere in JSON text outside
-    /// strings, so it acts as a sentinel; errors tell the end apart by position).
-    #[inline(always)]
-    fn at(&self, i: usize) -> u8 {
-        match self.b.get(i) {
-            Some(&c) => c,
-            None => 0,
-        }
-    }
-
-    #[inline(always)]
-    fn skip_ws(&mut self) {
-        loop {
-            let c = self.at(self.pos);
-            if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-                return;
-            }
-            self.pos += 1;
-        }
-    }
-
-    /// Records the failure and returns the marker.
-    #[cold]
-    #[inline(never)]
-    fn stop(&mut self, fail: Fail) -> Stop {
-        self.fail = fail;
-        Stop
-    }
-
-    /// Validates, extracts and rewrites; on failure builds the message.
-    fn run(mut self, out: &mut Vec<u8>, replaced: bool) -> Result<RecordInfo, RecordError> {
-        match self.top(out, replaced) {
-            Ok(info) => Ok(info),
-            Err(Stop) => Err(self.error()),
-        }
-    }
-
-    /// The record's own object: like [`Scanner::container`] for one level, plus reading
-    /// and rewriting the top-level fields that matter.
-    fn top(&mut self, out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> {
-        let b = self.b;
-        self.skip_ws();
-        let start = self.pos;
-        if self.at(start) != b'{' {
-            return Err(self.stop(if start >= b.len() {
-                Fail::Empty
-            } else {
-                Fail::NotObject(start)
-            }));
-        }
-        self.pos += 1;
-        out.reserve(b.len() - start + 2 * ID_FIELDS.len());
-        let mut copied = start;
-        let mut ids: [Option<u64>; 6] = [None; 6];
-        let mut info = RecordInfo {
-            replaced_invalid_utf8: replaced,
-            ..RecordInfo::default()
-        };
-
-        self.skip_ws();
-        if self.at(self.pos) == b'}' {
-            self.pos += 1;
-        } else {
-            loop {
-                if self.at(self.pos) != b'"' {
-                    return Err(self.stop(Fail::Expected(self.pos, "a member name (a string)")));
-                }
-                let key_start = self.pos + 1;
-                let (key_end, escaped) = self.string(key_start)?;
-                let key = &b[key_start..key_end];
-                self.skip_ws();
-                if self.at(self.pos) != b':' {
-                    return Err(self.stop(Fail::Expected(self.pos, "':' after a member name")));
-                }
-                self.pos += 1;
-                self.skip_ws();
-                let field = if escaped {
-                    classify_escaped(key)
-                } else {
-                    classify(key)
-                };
-                match field {
-                    Field::Other => self.value(1)?,
-                    Field::Id(k) => {
-                        let vstart = self.pos;
-                        match self.at(vstart) {
-                            b'0'..=b'9' => {
-                                let n = self.number()?;
-                                let v = if n.integer {
-                                    parse_u64(&b[n.start..n.end])
-                                } else {
-                                    None
-                                };
-                                let Some(v) = v else {
-                                    return Err(self.stop(Fail::BadId(k, n.start, n.end)));
-                                };
-                                out.extend_from_slice(&b[copied..n.start]);
-                                out.push(b'"');
-                                out.extend_from_slice(&b[n.start..n.end]);
-                                out.push(b'"');
-                                copied = n.end;
-                                ids[k] = Some(v);
-                            }
-                            b'"' => {
-                                let (end, escaped) = self.string(vstart + 1)?;
-                                let digits = &b[vstart + 1..end];
-                                let v = if escaped || !digits.iter().all(u8::is_ascii_digit) {
-                                    None
-                                } else {
-                                    parse_u64(digits)
-                                };
-                                let Some(v) = v else {
-                                    return Err(self.stop(Fail::BadId(k, vstart, end + 1)));
-                                };
-                                ids[k] = Some(v);
-                            }
-                            b'n' => {
-                                self.value(1)?;
-                                ids[k] = None;
-                            }
-                            _ => {
-                                self.value(1)?;
-                                return Err(self.stop(Fail::BadId(k, vstart, self.pos)));
-                            }
-                        }
-                    }
-                    Field::TimeGmt | Field::ReceivedTimeGmt => {
-                        let c = self.at(self.pos);
-                        let v = if c == b'-' || c.is_ascii_digit() {
-                            let n = self.number()?;
-                            Some(number_to_f64(&b[n.start..n.end], &n))
-                        } else {
-                            self.value(1)?;
-                            None
-                        };
-                        if field == Field::TimeGmt {
-                            info.time_gmt = v;
-                        } else {
-                            info.received_time_gmt = v;
-                        }
-                    }
-                }
-                self.skip_ws();
-                match self.at(self.pos) {
-                    b',' => {
-                        self.pos += 1;
-                        self.skip_ws();
-                    }
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => {
-                        return Err(self.stop(Fail::Expected(
-                            self.pos,
-                            "',' or '}' after an object member",
-                        )))
-                    }
-                }
-            }
-        }
-        let end = self.pos;
-        self.skip_ws();
-        if self.pos < b.len() {
-            return Err(self.stop(Fail::Plain(
-                self.pos,
-                "unexpected text after the end of the JSON object (one record must be one object)",
-            )));
-        }
-        out.extend_from_slice(&b[copied..end]);
-        if let (Some(high), Some(low)) = (ids[0], ids[1]) {
-            info.hit_key = Some(HitKey { high, low });
-        }
-        if let (Some(h), Some(l)) = (ids[2], ids[3]) {
-            info.vis_id = Some((h, l));
-        }
-        Ok(info)
-    }
-
-    /// Scans a string body starting at `start` (just after the opening quote). Returns the
-    /// index of the closing quote and whether the string had escapes; `pos` moves past it.
-    #[inline]
-    fn string(&mut self, start: usize) -> Scan<(usize, bool)> {
-        let b = self.b;
-        let mut i = start;
-        let mut escaped = false;
-        loop {
-            // SWAR: find the next '"', '\\' or control character, 8 bytes at a time.
-            while i + 8 <= b.len() {
-                let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-                let q = w ^ (LO * b'"' as u64);
-                let s = w ^ (LO * b'\\' as u64);
-                let m = ((q.wrapping_sub(LO) & !q)
-                    | (s.wrapping_sub(LO) & !s)
-                    | (w.wrapping_sub(LO * 0x20) & !w))
-                    & HI;
-                if m != 0 {
-                    // The lowest flagged byte is a true hit (borrows only run upwards).
-                    i += (m.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
-            while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
-                i += 1;
-            }
-            match self.at(i) {
-                b'"' => {
-                    self.pos = i + 1;
-                    return Ok((i, escaped));
-                }
-                b'\\' => {
-                    escaped = true;
-                    i = self.escape(i)?;
-                }
-                _ if i >= b.len() => return Err(self.stop(Fail::Unterminated(start - 1))),
-                c => return Err(self.stop(Fail::Control(i, c))),
-            }
-        }
-    }
-
-    /// Validates the escape at `i` (a backslash); returns the index after it.
-    fn escape(&mut self, i: usize) -> Scan<usize> {
-        match self.at(i + 1) {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(i + 2),
-            b'u' => {
-                let Some(cp) = self.b.get(i + 2..).and_then(hex4) else {
-                    return Err(
-                        self.stop(Fail::Plain(i, "\\u must be followed by four hex digits"))
-                    );
-                };
-                match cp {
-                    0xd800..=0xdbff => {
-                        let low = if self.at(i + 6) == b'\\' && self.at(i + 7) == b'u' {
-                            self.b.get(i + 8..).and_then(hex4)
-                        } else {
-                            None
-                        };
-                        match low {
-                            Some(0xdc00..=0xdfff) => Ok(i + 12),
-                            _ => Err(self.stop(Fail::HighSurrogate(i, cp))),
-                        }
-                    }
-                    0xdc00..=0xdfff => Err(self.stop(Fail::LowSurrogate(i, cp))),
-                    _ => Ok(i + 6),
-                }
-            }
-            _ if i + 1 >= self.b.len() => Err(self.stop(Fail::Unterminated(i))),
-            _ => Err(self.stop(Fail::BadEscape(i))),
-        }
-    }
-
-    /// Scans a number at `pos` (a '-' or digit) per the JSON grammar.
-    #[inline]
-    fn number(&mut self) -> Scan<Number> {
-        let start = self.pos;
-        let mut i = start;
-        let negative = self.at(i) == b'-';
-        if negative {
-            i += 1;
-        }
-        match self.at(i) {
-            b'0' => {
-                i += 1;
-                if self.at(i).is_ascii_digit() {
-                    return Err(self.stop(Fail::Plain(
-                        start,
-                        "leading zeros are not allowed in numbers",
-                    )));
-                }
-            }
-            b'1'..=b'9' => {
-                i += 1;
-                while self.at(i).is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            _ => {
-                return Err(self.stop(Fail::Expected(
-                    i,
-                    "a digit after '-' (Infinity and NaN are not JSON)",
-                )))
-            }
-        }
-        let mut integer = true;
-        if self.at(i) == b'.' {
-            i += 1;
-            if !self.at(i).is_ascii_digit() {
-                return Err(self.stop(Fail::Expected(i, "a digit after the decimal point")));
-            }
-            while self.at(i).is_ascii_digit() {
-                i += 1;
-            }
-            integer = false;
-        }
-        if matches!(self.at(i), b'e' | b'E') {
-            i += 1;
-            if matches!(self.at(i), b'+' | b'-') {
-                i += 1;
-            }
-            if !self.at(i).is_ascii_digit() {
-                return Err(self.stop(Fail::Expected(i, "a digit in the exponent")));
-            }
-            while self.at(i).is_ascii_digit() {
-                i += 1;
-            }
-            integer = false;
-        }
-        self.pos = i;
-        Ok(Number {
-            start,
-            end: i,
-            negative,
-            integer,
-        })
-    }
-
-    /// Checks the literal `word` at `pos`.
-    #[inline]
-    fn literal(&mut self, word: &'static [u8], message: &'static str) -> Scan<()> {
-        if self.b.get(self.pos..self.pos + word.len()) == Some(word) {
-            self.pos += word.len();
-            Ok(())
-        } else {
-            Err(self.stop(Fail::Plain(self.pos, message)))
-        }
-    }
-
-    /// Validates a scalar at `pos`; returns true (without consuming) when a container
-    /// starts there instead.
-    #[inline]
-    fn scalar_or_open(&mut self) -> Scan<bool> {
-        match self.at(self.pos) {
-            b'"' => {
-                self.string(self.pos + 1)?;
-            }
-            b'{' | b'[' => return Ok(true),
-            b'-' | b'0'..=b'9' => {
-                self.number()?;
-            }
-            b't' => self.literal(b"true", "invalid literal (expected 'true')")?,
-            b'f' => self.literal(b"false", "invalid literal (expected 'false')")?,
-            b'n' => self.literal(b"null", "invalid literal (expected 'null')")?,
-            _ => return Err(self.stop(Fail::Expected(self.pos, "a value"))),
-        }
-        Ok(false)
-    }
-
-    /// Validates any value at `pos`, nested inside `depth` levels.
-    #[inline]
-    fn value(&mut self, depth: usize) -> Scan<()> {
-        if self.scalar_or_open()? {
-            self.container(depth)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Expects a member name and its ':' (with whitespace) inside a nested object.
-    #[inline]
-    fn member_name(&mut self) -> Scan<()> {
-        if self.at(self.pos) != b'"' {
-            return Err(self.stop(Fail::Expected(self.pos, "a member name (a string)")));
-        }
-        self.string(self.pos + 1)?;
-        self.skip_ws();
-        if self.at(self.pos) != b':' {
-            return Err(self.stop(Fail::Expected(self.pos, "':' after a member name")));
-        }
-        self.pos += 1;
-        self.skip_ws();
-        Ok(())
-    }
-
-    /// Validates the object or array at `pos`, which sits inside `base` levels. Iterative,
-    /// with the open containers kept as a bit stack (1 = array), so deep input cannot
-    /// overflow the call stack.
-    fn container(&mut self, base: usize) -> Scan<()> {
-        let mut stack: u128 = 0;
-        let mut depth: usize = 0;
-        'open: loop {
-            let is_arr = self.at(self.pos) == b'[';
-            if base + depth + 1 > MAX_DEPTH {
-                return Err(self.stop(Fail::TooDeep(self.pos)));
-            }
-            if is_arr {
-                stack |= 1 << depth;
-            } else {
-                stack &= !(1 << depth);
-            }
-            depth += 1;
-            self.pos += 1;
-            self.skip_ws();
-            if self.at(self.pos) == if is_arr { b']' } else { b'}' } {
-                self.pos += 1;
-                depth -= 1;
-            } else {
-                if !is_arr {
-                    self.member_name()?;
-                }
-                if self.scalar_or_open()? {
-                    continue 'open;
-                }
-            }
-            // A value just ended inside the container at `depth`.
-            while depth > 0 {
-                self.skip_ws();
-                let is_arr = (stack >> (depth - 1)) & 1 == 1;
-                match self.at(self.pos) {
-                    b',' => {
-                        self.pos += 1;
-                        self.skip_ws();
-                        if !is_arr {
-                            self.member_name()?;
-                        }
-                        if self.scalar_or_open()? {
-                            continue 'open;
-                        }
-                    }
-                    b']' if is_arr => {
-                        self.pos += 1;
-                        depth -= 1;
-                    }
-                    b'}' if !is_arr => {
-                        self.pos += 1;
-                        depth -= 1;
-                    }
-                    _ => {
-                        return Err(self.stop(Fail::Expected(
-                            self.pos,
-                            if is_arr {
-                                "',' or ']' after an array element"
-                            } else {
-                                "',' or '}' after an object member"
-                            },
-                        )))
-                    }
-                }
-            }
-            return Ok(());
-        }
-    }
-
-    // ----- messages (cold) -----
-
-    /// Turns the recorded failure into the user-facing error.
-    #[cold]
-    fn error(&self) -> RecordError {
-        let syntax = |at: usize, message: String| RecordError {
-            kind: RecordErrorKind::Syntax,
-            offset: Some(at),
-            message,
-        };
-        match self.fail {
-            Fail::Expected(at, what) => {
-                let mut m = format!("expected {what}, found {}", self.found(at));
-                if what == "a value" && matches!(self.at(at), b'N' | b'I') {
-                    m.push_str(" (NaN and Infinity are not JSON)");
-                }
-                syntax(at, m)
-            }
-            Fail::Plain(at, what) => syntax(at, what.to_string()),
-            Fail::Control(at, c) => syntax(
-                at,
-                format!("control character U+{c:04X} in a string must be escaped (\\n, \\t, \\u00XX)"),
-            ),
-            Fail::BadEscape(at) => syntax(
-                at,
-                format!(
-                    "invalid escape '\\{}' (allowed: \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)",
-                    self.found_char(at + 1)
-                ),
-            ),
-            Fail::HighSurrogate(at, cp) => syntax(
-                at,
-                format!("high surrogate \\u{cp:04X} must be followed by a low surrogate escape (\\uDC00 to \\uDFFF)"),
-            ),
-            Fail::LowSurrogate(at, cp) => syntax(
-                at,
-                format!("low surrogate \\u{cp:04X} without a high surrogate before it"),
-            ),
-            Fail::Unterminated(at) => syntax(at, "unterminated string".into()),
-            Fail::TooDeep(at) => syntax(at, format!("nesting deeper than {MAX_DEPTH} levels")),
-            Fail::BadId(k, start, end) => {
-                let raw = String::from_utf8_lossy(&self.b[start..end.min(self.b.len())]);
-                let shown: String = if raw.chars().count() > 40 {
-                    raw.chars().take(40).chain("…".chars()).collect()
-                } else {
-                    raw.into_owned()
-                };
-                RecordError {
-                    kind: RecordErrorKind::BadId,
-                    offset: None,
-                    message: format!("{} is not an unsigned 64-bit integer: {shown}", ID_FIELDS[k]),
-                }
-            }
-            Fail::NotObject(at) => RecordError {
-                kind: RecordErrorKind::NotAnObject,
-                offset: None,
-                message: format!("not a JSON object: starts with {}", self.found(at)),
-            },
-            Fail::Empty => RecordError {
-                kind: RecordErrorKind::Empty,
-                offset: None,
-                message: "empty record".into(),
-            },
-        }
-    }
-
-    /// The character at `i` for a message: `'x'`, `U+000A`, or "the end of the record".
-    fn found(&self, i: usize) -> String {
-        if i >= self.b.len() {
-            return "the end of the record".into();
-        }
-        let c = self.found_char(i);
-        if c.is_control() {
-            format!("U+{:04X}", c as u32)
-        } else {
-            format!("'{c}'")
-        }
-    }
-
-    fn found_char(&self, i: usize) -> char {
-        let end = (i + 4).min(self.b.len());
-        String::from_utf8_lossy(&self.b[i.min(end)..end])
-            .chars()
-            .next()
-            .unwrap_or('\u{fffd}')
+/// The byte at `i`, or 0 past the end (0 is invalid everywhere in JSON text outside
+/// strings, so it acts as a sentinel; errors tell the end apart by position).
+#[inline(always)]
+fn at(b: &[u8], i: usize) -> u8 {
+    match b.get(i) {
+        Some(&c) => c,
+        None => 0,
     }
 }
 
-/// Parses ASCII digits as u64; None when empty or above u64::MAX.
+#[inline(always)]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    loop {
+        let c = at(b, i);
+        if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            return i;
+        }
+        i += 1;
+    }
+}
+
+/// Scans a string body from `start` (just after the opening quote). Returns the index of
+/// the closing quote and whether the string had escapes. The common case (no escape) is
+/// inlined; escapes and errors go to [`string_slow`].
+#[inline(always)]
+fn string(b: &[u8], start: usize) -> Scan<(usize, bool)> {
+    let i = find_special(b, start);
+    if at(b, i) == b'"' {
+        Ok((i, false))
+    } else {
+        string_slow(b, start, i)
+    }
+}
+
+/// The rest of a string from `i`: a backslash, a control character or the end.
+#[inline(never)]
+fn string_slow(b: &[u8], start: usize, mut i: usize) -> Scan<(usize, bool)> {
+    loop {
+        match at(b, i) {
+            b'"' => return Ok((i, true)),
+            b'\\' => i = find_special(b, escape(b, i)?),
+            _ if i >= b.len() => return Err(Fail::Unterminated(start - 1)),
+            _ => return Err(Fail::Control(i)),
+        }
+    }
+}
+
+/// Validates the escape at `i` (a backslash); returns the index after it.
+fn escape(b: &[u8], i: usize) -> Scan<usize> {
+    match at(b, i + 1) {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(i + 2),
+        b'u' => {
+            let Some(cp) = b.get(i + 2..).and_then(hex4) else {
+                return Err(Fail::Plain(i, "\\u must be followed by four hex digits"));
+            };
+            match cp {
+                0xd800..=0xdbff => {
+                    let low = if at(b, i + 6) == b'\\' && at(b, i + 7) == b'u' {
+                        b.get(i + 8..).and_then(hex4)
+                    } else {
+                        None
+                    };
+                    match low {
+                        Some(0xdc00..=0xdfff) => Ok(i + 12),
+                        _ => Err(Fail::HighSurrogate(i)),
+                    }
+                }
+                0xdc00..=0xdfff => Err(Fail::LowSurrogate(i)),
+                _ => Ok(i + 6),
+            }
+        }
+        _ if i + 1 >= b.len() => Err(Fail::Unterminated(i)),
+        _ => Err(Fail::BadEscape(i)),
+    }
+}
+
+/// Index after the run of ASCII digits at `i`.
+#[inline(always)]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while at(b, i).is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Scans a number at `start` (a '-' or digit) per the JSON grammar. Returns its end and
+/// whether it is an integer (no fraction, no exponent).
+#[inline(always)]
+fn number(b: &[u8], start: usize) -> Scan<(usize, bool)> {
+    let mut i = start;
+    if at(b, i) == b'-' {
+        i += 1;
+    }
+    match at(b, i) {
+        b'0' => {
+            i += 1;
+            if at(b, i).is_ascii_digit() {
+                return Err(Fail::Plain(
+                    start,
+                    "leading zeros are not allowed in numbers",
+                ));
+            }
+        }
+        b'1'..=b'9' => i = digits(b, i + 1),
+        _ => {
+            return Err(Fail::Expected(
+                i,
+                "a digit after '-' (Infinity and NaN are not JSON)",
+            ))
+        }
+    }
+    match at(b, i) {
+        b'.' | b'e' | b'E' => number_tail(b, i).map(|end| (end, false)),
+        _ => Ok((i, true)),
+    }
+}
+
+/// The fraction and exponent of a number from `i`.
+#[inline(never)]
+fn number_tail(b: &[u8], mut i: usize) -> Scan<usize> {
+    if at(b, i) == b'.' {
+        i += 1;
+        if !at(b, i).is_ascii_digit() {
+            return Err(Fail::Expected(i, "a digit after the decimal point"));
+        }
+        i = digits(b, i);
+    }
+    if matches!(at(b, i), b'e' | b'E') {
+        i += 1;
+        if matches!(at(b, i), b'+' | b'-') {
+            i += 1;
+        }
+        if !at(b, i).is_ascii_digit() {
+            return Err(Fail::Expected(i, "a digit in the exponent"));
+        }
+        i = digits(b, i);
+    }
+    Ok(i)
+}
+
+/// Validates a scalar at `i` and returns the index after it; returns `i` itself (nothing
+/// consumed) when a container starts there instead.
+#[inline(always)]
+fn scalar_or_open(b: &[u8], i: usize) -> Scan<usize> {
+    match at(b, i) {
+        b'"' => Ok(string(b, i + 1)?.0 + 1),
+        b'{' | b'[' => Ok(i),
+        b'-' | b'0'..=b'9' => Ok(number(b, i)?.0),
+        b't' if b.get(i..i + 4) == Some(b"true") => Ok(i + 4),
+        b'f' if b.get(i..i + 5) == Some(b"false") => Ok(i + 5),
+        b'n' if b.get(i..i + 4) == Some(b"null") => Ok(i + 4),
+        b't' => Err(Fail::Plain(i, "invalid literal (expected 'true')")),
+        b'f' => Err(Fail::Plain(i, "invalid literal (expected 'false')")),
+        b'n' => Err(Fail::Plain(i, "invalid literal (expected 'null')")),
+        _ => Err(Fail::Expected(i, "a value")),
+    }
+}
+
+/// Expects a member name and its ':' (with whitespace around) at `i`; returns the index
+/// of the value.
+#[inline(always)]
+fn member_name(b: &[u8], i: usize) -> Scan<usize> {
+    if at(b, i) != b'"' {
+        return Err(Fail::Expected(i, "a member name (a string)"));
+    }
+    let (end, _) = string(b, i + 1)?;
+    let i = skip_ws(b, end + 1);
+    if at(b, i) != b':' {
+        return Err(Fail::Expected(i, "':' after a member name"));
+    }
+    Ok(skip_ws(b, i + 1))
+}
+
+/// Validates the object or array at `i`, which sits inside `base` levels; returns the
+/// index after it. Iterative, with the open containers kept as a bit stack (1 = array),
+/// so deep input cannot overflow the call stack.
+fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
+    let mut stack: u128 = 0;
+    let mut depth: usize = 0;
+    'open: loop {
+        // `b[i]` is '{' or '['.
+        let is_arr = at(b, i) == b'[';
+        if base + depth + 1 > MAX_DEPTH {
+            return Err(Fail::TooDeep(i));
+        }
+        if is_arr {
+            stack |= 1 << depth;
+        } else {
+            stack &= !(1 << depth);
+        }
+        depth += 1;
+        i = skip_ws(b, i + 1);
+        if at(b, i) == if is_arr { b']' } else { b'}' } {
+            i += 1;
+            depth -= 1;
+        } else {
+            if !is_arr {
+                i = member_name(b, i)?;
+            }
+            let j = scalar_or_open(b, i)?;
+            if j == i {
+                continue 'open;
+            }
+            i = j;
+        }
+        // A value just ended inside the container at `depth`.
+        while depth > 0 {
+            i = skip_ws(b, i);
+            let is_arr = (stack >> (depth - 1)) & 1 == 1;
+            match at(b, i) {
+                b',' => {
+                    i = skip_ws(b, i + 1);
+                    if !is_arr {
+                        i = member_name(b, i)?;
+                    }
+                    let j = scalar_or_open(b, i)?;
+                    if j == i {
+                        continue 'open;
+                    }
+                    i = j;
+                }
+                b']' if is_arr => {
+                    i += 1;
+                    depth -= 1;
+                }
+                b'}' if !is_arr => {
+                    i += 1;
+                    depth -= 1;
+                }
+                _ => {
+                    return Err(Fail::Expected(
+                        i,
+                        if is_arr {
+                            "',' or ']' after an array element"
+                        } else {
+                            "',' or '}' after an object member"
+                        },
+                    ))
+                }
+            }
+        }
+        return Ok(i);
+    }
+}
+
+/// Validates, extracts and rewrites one record whose bytes are valid UTF-8.
+fn scan(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Result<RecordInfo, RecordError> {
+    scan_object(b, out, replaced).map_err(|f| error_for(b, f))
+}
+
+/// The record's own object: like [`container`] for one level, plus reading and rewriting
+/// the top-level fields that matter.
+fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> {
+    let start = skip_ws(b, 0);
+    if at(b, start) != b'{' {
+        return Err(if start >= b.len() {
+            Fail::Empty
+        } else {
+            Fail::NotObject(start)
+        });
+    }
+    out.reserve(b.len() - start + 2 * ID_FIELDS.len());
+    let mut copied = start;
+    let mut ids: [Option<u64>; 6] = [None; 6];
+    let mut info = RecordInfo {
+        replaced_invalid_utf8: replaced,
+        ..RecordInfo::default()
+    };
+    let mut i = skip_ws(b, start + 1);
+    if at(b, i) == b'}' {
+        i += 1;
+    } else {
+        loop {
+            if at(b, i) != b'"' {
+                return Err(Fail::Expected(i, "a member name (a string)"));
+            }
+            let (key_end, escaped) = string(b, i + 1)?;
+            let key = &b[i + 1..key_end];
+            i = skip_ws(b, key_end + 1);
+            if at(b, i) != b':' {
+                return Err(Fail::Expected(i, "':' after a member name"));
+            }
+            i = skip_ws(b, i + 1);
+            let field = if escaped {
+                classify_escaped(key)
+            } else {
+                classify(key)
+            };
+            let vstart = i;
+            let c = at(b, i);
+            match field {
+                Field::Id(k) if c.is_ascii_digit() => {
+                    let (end, integer) = number(b, i)?;
+                    let v = if integer { parse_u64(&b[i..end]) } else { None };
+                    let Some(v) = v else {
+                        return Err(Fail::BadId(k, i, end));
+                    };
+                    out.extend_from_slice(&b[copied..i]);
+                    out.push(b'"');
+                    out.extend_from_slice(&b[i..end]);
+                    out.push(b'"');
+                    copied = end;
+                    ids[k] = Some(v);
+                    i = end;
+                }
+                Field::Id(k) if c == b'"' => {
+                    let (end, escaped) = string(b, i + 1)?;
+                    let digits = &b[i + 1..end];
+                    let v = if escaped || !digits.iter().all(u8::is_ascii_digit) {
+                        None
+                    } else {
+                        parse_u64(digits)
+                    };
+                    let Some(v) = v else {
+                        return Err(Fail::BadId(k, i, end + 1));
+                    };
+                    ids[k] = Some(v);
+                    i = end + 1;
+                }
+                Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
+                    let (end, integer) = number(b, i)?;
+                    let v = Some(number_to_f64(&b[i..end], integer));
+                    if field == Field::TimeGmt {
+                        info.time_gmt = v;
+                    } else {
+                        info.received_time_gmt = v;
+                    }
+                    i = end;
+                }
+                _ => {
+                    // Any other value: one call site for the generic validator.
+                    let j = scalar_or_open(b, i)?;
+                    i = if j == i { container(b, i, 1)? } else { j };
+                    match field {
+                        Field::Other => {}
+                        // A valid value starting with 'n' is null: the id is absent.
+                        Field::Id(k) if c == b'n' => ids[k] = None,
+                        Field::Id(k) => return Err(Fail::BadId(k, vstart, i)),
+                        Field::TimeGmt => info.time_gmt = None,
+                        Field::ReceivedTimeGmt => info.received_time_gmt = None,
+                    }
+                }
+            }
+            i = skip_ws(b, i);
+            match at(b, i) {
+                b',' => i = skip_ws(b, i + 1),
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(Fail::Expected(i, "',' or '}' after an object member")),
+            }
+        }
+    }
+    let end = i;
+    let i = skip_ws(b, i);
+    if i < b.len() {
+        return Err(Fail::Plain(
+            i,
+            "unexpected text after the end of the JSON object (one record must be one object)",
+        ));
+    }
+    out.extend_from_slice(&b[copied..end]);
+    if let (Some(high), Some(low)) = (ids[0], ids[1]) {
+        info.hit_key = Some(HitKey { high, low });
+    }
+    if let (Some(h), Some(l)) = (ids[2], ids[3]) {
+        info.vis_id = Some((h, l));
+    }
+    Ok(info)
+}
+
+// ----- messages (cold) -----
+
+/// Turns a failure into the user-facing error.
+#[cold]
+fn error_for(b: &[u8], fail: Fail) -> RecordError {
+    let syntax = |at: usize, message: String| RecordError {
+        kind: RecordErrorKind::Syntax,
+        offset: Some(at),
+        message,
+    };
+    let cp = |at: usize| b.get(at + 2..).and_then(hex4).unwrap_or(0);
+    match fail {
+        Fail::Expected(at, what) => {
+            let mut m = format!("expected {what}, found {}", found(b, at));
+            if what == "a value" && matches!(b.get(at), Some(b'N' | b'I')) {
+                m.push_str(" (NaN and Infinity are not JSON)");
+            }
+            syntax(at, m)
+        }
+        Fail::Plain(at, what) => syntax(at, what.to_string()),
+        Fail::Control(at) => syntax(
+            at,
+            format!(
+                "control character U+{:04X} in a string must be escaped (\\n, \\t, \\u00XX)",
+                b[at]
+            ),
+        ),
+        Fail::BadEscape(at) => syntax(
+            at,
+            format!(
+                "invalid escape '\\{}' (allowed: \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)",
+                found_char(b, at + 1)
+            ),
+        ),
+        Fail::HighSurrogate(at) => syntax(
+            at,
+            format!(
+                "high surrogate \\u{:04X} must be followed by a low surrogate escape (\\uDC00 to \\uDFFF)",
+                cp(at)
+            ),
+        ),
+        Fail::LowSurrogate(at) => syntax(
+            at,
+            format!(
+                "low surrogate \\u{:04X} without a high surrogate before it",
+                cp(at)
+            ),
+        ),
+        Fail::Unterminated(at) => syntax(at, "unterminated string".into()),
+        Fail::TooDeep(at) => syntax(at, format!("nesting deeper than {MAX_DEPTH} levels")),
+        Fail::BadId(k, start, end) => {
+            let raw = String::from_utf8_lossy(&b[start..end.min(b.len())]);
+            let shown: String = if raw.chars().count() > 40 {
+                raw.chars().take(40).chain("…".chars()).collect()
+            } else {
+                raw.into_owned()
+            };
+            RecordError {
+                kind: RecordErrorKind::BadId,
+                offset: None,
+                message: format!("{} is not an unsigned 64-bit integer: {shown}", ID_FIELDS[k]),
+            }
+        }
+        Fail::NotObject(at) => RecordError {
+            kind: RecordErrorKind::NotAnObject,
+            offset: None,
+            message: format!("not a JSON object: starts with {}", found(b, at)),
+        },
+        Fail::Empty => RecordError {
+            kind: RecordErrorKind::Empty,
+            offset: None,
+            message: "empty record".into(),
+        },
+    }
+}
+
+/// The character at `i` for a message: `'x'`, `U+000A`, or "the end of the record".
+fn found(b: &[u8], i: usize) -> String {
+    if i >= b.len() {
+        return "the end of the record".into();
+    }
+    let c = found_char(b, i);
+    if c.is_control() {
+        format!("U+{:04X}", c as u32)
+    } else {
+        format!("'{c}'")
+    }
+}
+
+fn found_char(b: &[u8], i: usize) -> char {
+    let end = (i + 4).min(b.len());
+    String::from_utf8_lossy(&b[i.min(end)..end])
+        .chars()
+        .next()
+        .unwrap_or('\u{fffd}')
+}
+
+/// Index of the first '"', '\\' or control character at or after `i` (or the length).
+/// SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
+#[inline(always)]
+fn find_special(b: &[u8], mut i: usize) -> usize {
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let q = w ^ (LO * b'"' as u64);
+        let s = w ^ (LO * b'\\' as u64);
+        let m = ((q.wrapping_sub(LO) & !q)
+            | (s.wrapping_sub(LO) & !s)
+            | (w.wrapping_sub(LO * 0x20) & !w))
+            & HI;
+        if m != 0 {
+            // The lowest flagged byte is a true hit (borrows only run upwards).
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
+}
+
+/// Parses ASCII digits as u64; None when empty or above u64::MAX. Nineteen digits cannot
+/// overflow, so only a twentieth is checked.
 #[inline]
 fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }
-    if digits.len() < 20 {
-        // At most 19 digits cannot overflow.
-        return Some(digits.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64));
+    let (head, last) = digits.split_at(digits.len().min(19));
+    let v = head.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64);
+    match last.first() {
+        None => Some(v),
+        Some(&d) => v.checked_mul(10)?.checked_add((d - b'0') as u64),
     }
-    digits.iter().try_fold(0u64, |v, &d| {
-        v.checked_mul(10)?.checked_add((d - b'0') as u64)
-    })
 }
 
-/// The value of a scanned JSON number: integers up to 15 digits exactly and fast,
-/// everything else through the standard (correctly rounded) parser.
+/// Exact powers of ten representable as f64 (10^0 ..= 10^22).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The value of a scanned (valid) JSON number, for the time fields.
+///
+/// Integers up to 15 digits (every real `timeGMT`) take a fast exact path. Other numbers
+/// with at most 19 significant digits and a decimal exponent within ±22 are still exact
+/// and correctly rounded (Clinger's fast path: one exact integer and one exact power of
+/// ten, one rounding). Beyond that the relative error stays below 1e-14: good enough for
+/// a time stamp, and it keeps core's `f64::from_str` (about 15 KB of gzipped wasm) out of
+/// the build.
 #[inline]
-fn number_to_f64(text: &[u8], n: &Number) -> f64 {
-    let digits = if n.negative { &text[1..] } else { text };
-    if n.integer && digits.len() <= 15 {
-        let v = digits.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64) as f64;
-        return if n.negative { -v } else { v };
+fn number_to_f64(text: &[u8], integer: bool) -> f64 {
+    let negative = text[0] == b'-';
+    let body = if negative { &text[1..] } else { text };
+    if integer && body.len() <= 15 {
+        let v = body.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64) as f64;
+        return if negative { -v } else { v };
     }
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
+    let v = decimal_to_f64(body);
+    if negative {
+        -v
+    } else {
+        v
+    }
+}
+
+/// Unsigned JSON number text (digits, optional fraction, optional exponent) to f64.
+#[inline(never)]
+fn decimal_to_f64(text: &[u8]) -> f64 {
+    let mut mantissa: u64 = 0;
+    let mut digits = 0u32; // significant digits kept in `mantissa`
+    let mut exp10: i64 = 0;
+    let mut i = 0;
+    let mut in_fraction = false;
+    while i < text.len() {
+        match text[i] {
+            d @ b'0'..=b'9' => {
+                if digits < 19 {
+                    if mantissa != 0 || d != b'0' {
+                        digits += 1;
+                    }
+                    mantissa = mantissa * 10 + (d - b'0') as u64;
+                    if in_fraction {
+                        exp10 -= 1;
+                    }
+                } else if !in_fraction {
+                    // Dropped integer digit: scale instead.
+                    exp10 += 1;
+                }
+            }
+            b'.' => in_fraction = true,
+            _ => break, // 'e' or 'E'
+        }
+        i += 1;
+    }
+    if i < text.len() {
+        // Exponent: sign and digits (saturated; anything this large is 0 or infinity).
+        i += 1;
+        let neg = text.get(i) == Some(&b'-');
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let e = text[i..]
+            .iter()
+            .fold(0i64, |e, &d| (e * 10 + (d - b'0') as i64).min(1_000_000));
+        exp10 += if neg { -e } else { e };
+    }
+    if mantissa == 0 {
+        return 0.0;
+    }
+    let m = mantissa as f64;
+    if mantissa < 1 << 53 && (-22..=22).contains(&exp10) {
+        // Exact operands, one rounding.
+        return if exp10 >= 0 {
+            m * POW10[exp10 as usize]
+        } else {
+            m / POW10[(-exp10) as usize]
+        };
+    }
+    let mut v = m;
+    let mut e = exp10;
+    while e > 22 {
+        v *= 1e22;
+        e -= 22;
+        if v.is_infinite() {
+            return v;
+        }
+    }
+    while e < -22 {
+        v /= 1e22;
+        e += 22;
+        if v == 0.0 {
+            return v;
+        }
+    }
+    if e >= 0 {
+        v * POW10[e as usize]
+    } else {
+        v / POW10[(-e) as usize]
+    }
 }
 
 #[cfg(test)]
@@ -940,6 +977,12 @@ mod tests {
         let (_, i) = rw(r#"{"timeGMT":"1372782179","receivedTimeGMT":12345678901234567}"#).unwrap();
         assert_eq!(i.time_gmt, None);
         assert_eq!(i.received_time_gmt, Some(12345678901234567.0));
+        let (_, i) = rw(r#"{"timeGMT":1e400,"receivedTimeGMT":-1e-400}"#).unwrap();
+        assert_eq!(i.time_gmt, Some(f64::INFINITY));
+        assert_eq!(i.received_time_gmt, Some(-0.0));
+        let (_, i) = rw(r#"{"timeGMT":1372782179.5,"receivedTimeGMT":1.372782179E9}"#).unwrap();
+        assert_eq!(i.time_gmt, Some(1372782179.5));
+        assert_eq!(i.received_time_gmt, Some(1372782179.0));
         let (_, i) = rw(r#"{"x":{"timeGMT":5}}"#).unwrap();
         assert_eq!(i.time_gmt, None);
     }
@@ -1068,6 +1111,84 @@ mod tests {
                 bad.insert(at, 0x1f);
                 assert!(err(&bad).contains(&format!("byte {at}: control character U+001F")));
             }
+        }
+    }
+
+    #[test]
+    fn decimal_to_f64_matches_std() {
+        let exact = [
+            "0",
+            "0.0",
+            "1",
+            "1.5",
+            "1372782179.25",
+            "1372782179123.5",
+            "1e3",
+            "1E+3",
+            "25e-1",
+            "0.1",
+            "0.3",
+            "123456789012345678",
+            "9007199254740993",
+            "1.7976931348623157e308",
+            "2.5e-10",
+            "4.9e-300",
+            "12345678901234567890123",
+            "0.000001",
+            "3.14159265358979",
+        ];
+        for t in exact {
+            let want: f64 = t.parse().unwrap();
+            let got = decimal_to_f64(t.as_bytes());
+            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulps <= 4, "{t}: {got} vs {want} ({ulps} ulps)");
+        }
+        // Within the fast path the result is exact.
+        for t in [
+            "1.5",
+            "1372782179.25",
+            "0.1",
+            "0.3",
+            "25e-1",
+            "123456789.123456",
+        ] {
+            assert_eq!(
+                decimal_to_f64(t.as_bytes()),
+                t.parse::<f64>().unwrap(),
+                "{t}"
+            );
+        }
+        assert_eq!(decimal_to_f64(b"1e400"), f64::INFINITY);
+        assert_eq!(decimal_to_f64(b"1e-400"), 0.0);
+        assert_eq!(number_to_f64(b"-2.5", false), -2.5);
+        assert_eq!(number_to_f64(b"-0", true), 0.0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any JSON number: no panic, and close to the correctly rounded value.
+        #[test]
+        fn number_to_f64_is_close(
+            int in "-?(0|[1-9][0-9]{0,25})",
+            frac in "(\\.[0-9]{1,25})?",
+            exp in "([eE][+-]?[0-9]{1,4})?",
+        ) {
+            let text = format!("{int}{frac}{exp}");
+            let want: f64 = text.parse().unwrap();
+            let got = number_to_f64(text.as_bytes(), frac.is_empty() && exp.is_empty());
+            if want.is_infinite() || want.abs() < f64::MIN_POSITIVE {
+                proptest::prop_assert!(
+                    got == want || got.abs() < 2.0 * f64::MIN_POSITIVE,
+                    "{}: {} vs {}", text, got, want
+                );
+            } else {
+                let rel = ((got - want) / want).abs();
+                proptest::prop_assert!(rel < 1e-14, "{}: {} vs {} ({})", text, got, want, rel);
+            }
+            // Through a whole record too.
+            let rec = format!("{{\"timeGMT\":{text}}}");
+            let info = rewrite_record(rec.as_bytes(), &mut Vec::new()).unwrap();
+            proptest::prop_assert_eq!(info.time_gmt.map(f64::to_bits), Some(got.to_bits()));
         }
     }
 
