@@ -257,5 +257,23 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
     t.diagnostic(`browser network log lines tolerated after the deliberate drops: ${tolerated.length}${tolerated.length ? ` (e.g. ${JSON.stringify(tolerated[0])})` : ""}`);
   });
 
+  await t.test("a fatal status and a bad option are shown, and the form is usable again", async () => {
+    await admin("PUT", "/admin/streams/e2e-fatal", { responses: [{ status: 404, error_description: "no stream e2e-fatal (e2e)" }] });
+    await page.goto(`${base}/?autoconnect=1&stream=e2e-fatal&reconnectDelayMs=1500`, { waitUntil: "load", timeout: T.start });
+    const { snap } = await until(page, "the slot failed and the form enabled again", T.state, (s) => s.slotState === "failed" && s.summary === "failed");
+    assert.match(snap.slotReason, /404/);
+    assert.equal(await page.locator("#errors li.fatal").count(), 1, "the fatal error is highlighted");
+    assert.match(await page.textContent("#errors li.fatal"), /not found \(404\)/);
+    await page.waitForFunction(() => !document.getElementById("connect").disabled, null, { timeout: T.state });
+    await page.screenshot({ path: join(OUT, "demo-fatal.png"), fullPage: false });
+
+    await page.fill("#maxConnections", "9");
+    await page.click("#connect");
+    await page.waitForSelector("#form-error:not([hidden])", { timeout: T.state });
+    assert.match(await page.textContent("#form-error"), /maxConnections/);
+    assert.equal(await page.isEnabled("#connect"), true);
+    assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource.*404/.test(e)), [], "no console errors");
+  });
+
   await context.close();
 });
