@@ -1,0 +1,148 @@
+// One contender in one fresh Node process (so that its peak memory is its own), run by
+// bench/run.mjs:  node --expose-gc bench/node-run.mjs --contender onHits --source mem
+//   --hits 100000 --seed 1 --runs 5 [--server http://127.0.0.1:PORT] [--pkg DIR]
+//   [--soak 1000000]
+// Prints one JSON line with the per-run figures.
+import { pathToFileURL } from "node:url";
+import path from "node:path";
+import { generate, streamingSource } from "./data.mjs";
+import { CONTENDERS, memoryResponse, pulledResponse, verify } from "./contenders.mjs";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => {
+    if (a.startsWith("--")) acc.push([a.slice(2), all[i + 1]?.startsWith("--") ? "1" : all[i + 1] ?? "1"]);
+    return acc;
+  }, []),
+);
+const contender = args.contender;
+const source = args.source ?? "mem";
+const hits = Number(args.hits ?? 100_000);
+const seed = Number(args.seed ?? 1);
+const runs = Number(args.runs ?? 5);
+const pkgDir = path.resolve(args.pkg ?? new URL("../pkg", import.meta.url).pathname);
+
+const pkg = await import(pathToFileURL(path.join(pkgDir, "node.js")).href);
+const wasm = await pkg.default();
+const { LiveStream } = pkg;
+const wasmBytes = () => wasm.memory.buffer.byteLength;
+
+let peakRss = 0;
+let peakHeap = 0;
+function sample() {
+  const m = process.memoryUsage();
+  if (m.rss > peakRss) peakRss = m.rss;
+  if (m.heapUsed > peakHeap) peakHeap = m.heapUsed;
+}
+
+if (args.soak) {
+  await soak(Number(args.soak));
+  process.exit(0);
+}
+
+const data = generate(hits, seed);
+const totalBytes = data.bytes.length;
+const open =
+  source === "mem"
+    ? () => Promise.resolve(memoryResponse(data.bytes, 64 * 1024, sample))
+    : () => fetch(`${args.server}/data`, { cache: "no-store" });
+const url = source === "net" && contender !== "baseline" ? `${args.server}/data` : undefined;
+const run = CONTENDERS[contender];
+if (!run) throw new Error(`unknown contender ${contender}`);
+
+const results = [];
+for (let r = 0; r <= runs; r++) {
+  globalThis.gc?.();
+  const heapBefore = process.memoryUsage().heapUsed;
+  peakRss = 0;
+  peakHeap = 0;
+  sample();
+  const timer = setInterval(sample, 10);
+  const out = await run({ LiveStream, open, url, expected: hits });
+  clearInterval(timer);
+  sample();
+  const check = verify(data.hitIdHigh, data.hitIdLow, out.ids);
+  if (r === 0) continue; // warm-up
+  results.push({
+    ms: out.ms,
+    bytes: totalBytes,
+    hits: out.ids.n,
+    ...check,
+    errors: out.errors,
+    firstError: out.firstError,
+    peakRss,
+    peakHeap,
+    heapBefore,
+    wasmBytes: wasmBytes(),
+  });
+  out.ids = null;
+}
+process.stdout.write(JSON.stringify({ env: "node", contender, source, results }) + "\n");
+
+/** 1 M records through one connection, data made on the fly; heap after a forced GC. */
+async function soak(total) {
+  const gen = streamingSource(total, seed + 1000);
+  let delivered = 0;
+  const points = [];
+  const marks = [0.05, 0.25, 0.5, 0.75];
+  let nextMark = 0;
+  const mark = (label) => {
+    globalThis.gc?.();
+    const m = process.memoryUsage();
+    points.push({ label, hits: delivered, heapUsed: m.heapUsed, rss: m.rss, wasmBytes: wasmBytes() });
+  };
+  const check = () => {
+    while (nextMark < marks.length && delivered >= marks[nextMark] * total) {
+      mark(`${Math.round(marks[nextMark] * 100)}%`);
+      nextMark++;
+    }
+  };
+  const open = () => Promise.resolve(pulledResponse(gen.pull, sample));
+  let stream;
+  const t0 = performance.now();
+  await new Promise((resolve, reject) => {
+    const opts = {
+      url: "http://127.0.0.1:9/api/1/stream/soak",
+      token: "bench-token",
+      fetch: () => open(),
+      onStatus(s) {
+        if (s.state === "waiting" || s.state === "failed") {
+          queueMicrotask(() => (s.state === "failed" ? reject(new Error(s.reason)) : resolve()));
+        }
+      },
+    };
+    if (args.contender === "onBatch") {
+      opts.onBatch = (b) => {
+        delivered += b.length;
+        check();
+      };
+    } else {
+      opts.onHits = (h) => {
+        delivered += h.length;
+        check();
+      };
+    }
+    mark("start");
+    stream = new LiveStream(opts);
+    stream.start();
+  });
+  const ms = performance.now() - t0;
+  mark("end");
+  const stats = stream.stats;
+  stream.close();
+  process.stdout.write(
+    JSON.stringify({
+      env: "node",
+      soak: true,
+      contender: args.contender,
+      total,
+      delivered,
+      ms,
+      bytes: gen.counts.bytes,
+      malformed: stats.malformed,
+      duplicates: stats.duplicates,
+      points,
+      peakRss,
+      peakHeap,
+    }) + "\n",
+  );
+}

@@ -1,0 +1,61 @@
+// The browser side of the benchmark: bench/run.mjs opens this page (one fresh page per
+// contender and source), then calls window.bench.prepare() and window.bench.run().
+import init, { LiveStream } from "/pkg/livestream_wasm.js";
+import { generate, fingerprint } from "/bench/data.mjs";
+import { CONTENDERS, memoryResponse, verify } from "/bench/contenders.mjs";
+
+let wasm;
+let data;
+
+window.bench = {
+  async prepare(hits, seed) {
+    wasm = await init();
+    data = generate(hits, seed);
+    return { fingerprint: fingerprint(data.bytes), wasmBytes: wasm.memory.buffer.byteLength };
+  },
+  /** One run; returns the figures. `source`: "mem" or "net". */
+  async run(contender, source) {
+    const open =
+      source === "mem"
+        ? () => Promise.resolve(memoryResponse(data.bytes, 64 * 1024))
+        : () => fetch("/data", { cache: "no-store" });
+    const url = source === "net" && contender !== "baseline" ? `${location.origin}/api/1/stream/data` : undefined;
+    const out = await CONTENDERS[contender]({ LiveStream, open, url, expected: data.hits });
+    const check = verify(data.hitIdHigh, data.hitIdLow, out.ids);
+    return {
+      ms: out.ms, bytes: data.bytes.length, hits: out.ids.n, ...check,
+      errors: out.errors, firstError: out.firstError, wasmBytes: wasm.memory.buffer.byteLength,
+    };
+  },
+  /** The soak: `total` records from /soak through one connection (real fetch). */
+  async soak(total, contender) {
+    const state = (window.soakState = { delivered: 0, done: false, ms: 0, error: null });
+    const t0 = performance.now();
+    await new Promise((resolve, reject) => {
+      let stream;
+      const opts = {
+        url: `${location.origin}/api/1/stream/soak?hits=${total}`,
+        token: "bench-token",
+        onStatus(s) {
+          if (s.state === "waiting" || s.state === "failed") {
+            queueMicrotask(() => {
+              stream.close();
+              s.state === "failed" ? reject(new Error(s.reason)) : resolve();
+            });
+          }
+        },
+      };
+      if (contender === "onBatch") opts.onBatch = (b) => { state.delivered += b.length; };
+      else opts.onHits = (h) => { state.delivered += h.length; };
+      stream = new LiveStream(opts);
+      stream.start();
+    });
+    state.ms = performance.now() - t0;
+    state.done = true;
+    return state;
+  },
+  wasmBytes() {
+    return wasm.memory.buffer.byteLength;
+  },
+};
+window.benchReady = true;

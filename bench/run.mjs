@@ -1,0 +1,398 @@
+// `npm run bench`: livestream-wasm against the plain-JS baseline, in Node and in headless
+// Chromium, fed from memory and from a local server; a soak; sizes; goals met or missed.
+//
+//   node bench/run.mjs [--records N] [--runs R] [--seed S] [--quick] [--only node|chromium]
+//                      [--no-soak] [--soak-records N] [--profile] [--no-profile] [--pkg DIR]
+//
+// Prints figures only (no timed assertions). Medians of R runs after one warm-up run.
+// Where a speed goal is missed, the slowest LiveStream contender is profiled in Node
+// (--cpu-prof) and the top functions by self time are printed (bench/profile-summary.mjs).
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import zlib from "node:zlib";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { median } from "./contenders.mjs";
+import { summarize } from "./profile-summary.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+
+// ---- options ---------------------------------------------------------------------------
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(`--${name}`);
+const opt = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
+};
+const quick = flag("quick");
+const hits = Number(opt("records", quick ? 20_000 : 100_000));
+const runs = Number(opt("runs", quick ? 3 : 5));
+const seed = Number(opt("seed", 1));
+const only = opt("only", "all");
+const soakRecords = Number(opt("soak-records", quick ? 100_000 : 1_000_000));
+const doSoak = !flag("no-soak");
+const pkgDir = path.resolve(opt("pkg", path.join(root, "pkg")));
+const outDir = path.join(here, "out");
+fs.mkdirSync(outDir, { recursive: true });
+
+const CONTENDER_NAMES = ["baseline", "onHits", "onBatch"];
+const LABEL = {
+  baseline: "(a) baseline: TextDecoder+split+JSON.parse",
+  onHits: "(b) LiveStream onHits (objects)",
+  onBatch: "(b2) LiveStream onBatch (ids+time)",
+};
+const SOURCES = ["mem", "net"];
+
+for (const f of ["node.js", "livestream_wasm.js", "livestream_wasm_bg.wasm"]) {
+  if (!fs.existsSync(path.join(pkgDir, f))) {
+    console.error(`bench: ${path.join(pkgDir, f)} is missing: build the package first (npm run build)`);
+    process.exit(1);
+  }
+}
+
+const log = (...a) => process.stderr.write(a.join(" ") + "\n");
+
+// ---- helpers ---------------------------------------------------------------------------
+function runNode(args, extraNodeArgs = []) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ["--expose-gc", ...extraNodeArgs, path.join(here, "node-run.mjs"), ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      cwd: outDir,
+    });
+    let out = "";
+    let err = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (err += d));
+    p.on("close", (code) => {
+      if (code !== 0) reject(new Error(`node-run ${args.join(" ")} exited ${code}:\n${err}`));
+      else resolve(JSON.parse(out.trim().split("\n").pop()));
+    });
+  });
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [path.join(here, "server.mjs"), "--hits", String(hits), "--seed", String(seed), "--pkg", pkgDir], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let buf = "";
+    p.stdout.on("data", (d) => {
+      buf += d;
+      const m = buf.match(/listening (\d+)/);
+      if (m) resolve({ proc: p, base: `http://127.0.0.1:${m[1]}` });
+    });
+    p.on("exit", (code) => reject(new Error(`bench server exited ${code}`)));
+  });
+}
+
+const gz = (buf) => zlib.gzipSync(buf, { level: 9 }).length;
+const mb = (b) => (b / 1e6).toFixed(1);
+const mib = (b) => (b / 1048576).toFixed(1);
+const kb = (b) => (b / 1000).toFixed(1);
+
+/** Summarises the runs of one contender in one environment and source. */
+function summarise(env, contender, source, results) {
+  const ms = median(results.map((r) => r.ms));
+  const r0 = results[0];
+  const worst = (k) => Math.max(...results.map((r) => r[k] ?? 0));
+  return {
+    env, contender, source, ms,
+    runs: results.length,
+    hits: r0.hits,
+    hitsPerS: r0.hits / (ms / 1000),
+    mbPerS: r0.bytes / 1e6 / (ms / 1000),
+    wrong: worst("wrong"), collisions: worst("collisions"), duplicates: worst("duplicates"),
+    missing: worst("missing"), errors: worst("errors"), firstError: results.find((r) => r.firstError)?.firstError,
+    peakRss: median(results.map((r) => r.peakRss ?? 0)),
+    peakHeap: median(results.map((r) => r.peakHeap ?? 0)),
+    wasmBytes: worst("wasmBytes"),
+    spread: `${(Math.min(...results.map((r) => r.ms)) / ms * 100).toFixed(0)}–${(Math.max(...results.map((r) => r.ms)) / ms * 100).toFixed(0)}%`,
+  };
+}
+
+// ---- Node ----------------------------------------------------------------------------------
+async function benchNode(server) {
+  const rows = [];
+  for (const source of SOURCES) {
+    for (const contender of CONTENDER_NAMES) {
+      log(`bench: node ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
+      const out = await runNode(["--contender", contender, "--source", source, "--hits", String(hits),
+        "--seed", String(seed), "--runs", String(runs), "--server", server.base, "--pkg", pkgDir]);
+      rows.push(summarise("node", contender, source, out.results));
+    }
+  }
+  return rows;
+}
+
+// ---- Chromium ------------------------------------------------------------------------------
+async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+}
+
+async function openPage(browser, server) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  await page.goto(`${server.base}/`);
+  await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 }).catch((e) => {
+    throw new Error(`bench page did not load: ${pageErrors.join("; ") || e.message}`);
+  });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Performance.enable");
+  return { context, page, cdp };
+}
+
+async function heapUsed(cdp) {
+  const { metrics } = await cdp.send("Performance.getMetrics");
+  return metrics.find((m) => m.name === "JSHeapUsedSize")?.value ?? 0;
+}
+
+async function benchChromium(browser, server) {
+  const rows = [];
+  let fingerprint;
+  for (const source of SOURCES) {
+    for (const contender of CONTENDER_NAMES) {
+      log(`bench: chromium ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
+      const { context, page, cdp } = await openPage(browser, server);
+      const prep = await page.evaluate(([h, s]) => window.bench.prepare(h, s), [hits, seed]);
+      fingerprint = prep.fingerprint;
+      const results = [];
+      for (let r = 0; r <= runs; r++) {
+        await cdp.send("HeapProfiler.collectGarbage").catch(() => {});
+        let peak = await heapUsed(cdp);
+        let running = true;
+        const poller = (async () => {
+          while (running) {
+            const v = await heapUsed(cdp).catch(() => 0);
+            if (v > peak) peak = v;
+            await new Promise((res) => setTimeout(res, 20));
+          }
+        })();
+        const res = await page.evaluate(([c, s]) => window.bench.run(c, s), [contender, source]);
+        running = false;
+        await poller;
+        if (r === 0) continue;
+        results.push({ ...res, peakHeap: peak });
+      }
+      await context.close();
+      rows.push(summarise("chromium", contender, source, results));
+    }
+  }
+  return { rows, fingerprint };
+}
+
+async function soakChromium(browser, server, contender) {
+  log(`bench: chromium soak ${contender}, ${soakRecords} records through one connection…`);
+  const { context, page, cdp } = await openPage(browser, server);
+  await page.evaluate(() => window.bench.prepare(0, 1));
+  const points = [];
+  const mark = async (label) => {
+    await cdp.send("HeapProfiler.collectGarbage");
+    const delivered = await page.evaluate(() => window.soakState?.delivered ?? 0);
+    points.push({ label, hits: delivered, heapUsed: await heapUsed(cdp), wasmBytes: await page.evaluate(() => window.bench.wasmBytes()) });
+  };
+  await mark("start");
+  const done = page.evaluate(([n, c]) => window.bench.soak(n, c), [soakRecords, contender]);
+  let finished = false;
+  done.then(() => (finished = true), () => (finished = true));
+  for (const frac of [0.05, 0.25, 0.5, 0.75]) {
+    while (!finished) {
+      const d = await page.evaluate(() => window.soakState?.delivered ?? 0);
+      if (d >= frac * soakRecords) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (finished) break;
+    await mark(`${Math.round(frac * 100)}%`);
+  }
+  const state = await done;
+  await mark("end");
+  await context.close();
+  return { env: "chromium", contender, total: soakRecords, delivered: state.delivered, ms: state.ms, points };
+}
+
+// ---- sizes -----------------------------------------------------------------------------------
+function sizes() {
+  const wasm = fs.readFileSync(path.join(pkgDir, "livestream_wasm_bg.wasm"));
+  const glueFiles = [path.join(pkgDir, "livestream_wasm.js")];
+  const snip = path.join(pkgDir, "snippets");
+  if (fs.existsSync(snip)) {
+    for (const f of fs.readdirSync(snip, { recursive: true })) {
+      if (String(f).endsWith(".js")) glueFiles.push(path.join(snip, String(f)));
+    }
+  }
+  const glue = Buffer.concat(glueFiles.map((f) => fs.readFileSync(f)));
+  const nodeEntry = fs.readFileSync(path.join(pkgDir, "node.js"));
+  return {
+    wasmRaw: wasm.length, wasmGz: gz(wasm),
+    glueRaw: glue.length, glueGz: gz(glue), glueFiles: glueFiles.map((f) => path.relative(pkgDir, f)),
+    nodeRaw: nodeEntry.length,
+  };
+}
+
+// ---- the report ------------------------------------------------------------------------------
+function table(headers, rows, align) {
+  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => cells.map((c, i) => (align?.[i] === "l" ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join("  ");
+  return [line(headers), w.map((n) => "-".repeat(n)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function speedTable(rows) {
+  const base = (env, source) => rows.find((r) => r.env === env && r.source === source && r.contender === "baseline");
+  const out = rows.map((r) => {
+    const b = base(r.env, r.source);
+    const ratio = b ? b.ms / r.ms : NaN;
+    const mem = r.env === "node"
+      ? `rss ${mib(r.peakRss)} / heap ${mib(r.peakHeap)}`
+      : `heap ${mib(r.peakHeap)}`;
+    return [
+      r.env, r.source, LABEL[r.contender],
+      Math.round(r.hitsPerS).toLocaleString("en-US"), r.mbPerS.toFixed(0), `${ratio.toFixed(2)}×`,
+      `${r.wrong}`, `${r.collisions}`, `${r.duplicates}`, r.missing ? `${r.missing}` : "0", r.errors,
+      mem, mib(r.wasmBytes), r.spread,
+    ];
+  });
+  return table(["env", "feed", "contender", "hits/s", "MB/s", "× base", "ids wrong", "collide", "dups", "missing", "errors",
+    "peak MiB (median)", "wasm MiB", "min–max"], out, ["l", "l", "l"]);
+}
+
+function verdict(ok, text) {
+  return `${ok ? "MET   " : "MISSED"} ${text}`;
+}
+
+function goals(rows, soaks, sz) {
+  const lines = [];
+  const find = (env, source, c) => rows.find((r) => r.env === env && r.source === source && r.contender === c);
+  let speedMissed = false;
+  for (const env of ["node", "chromium"]) {
+    for (const source of SOURCES) {
+      const b = find(env, source, "baseline");
+      const h = find(env, source, "onHits");
+      const bb = find(env, source, "onBatch");
+      if (!b) continue;
+      if (h) {
+        const ratio = b.ms / h.ms;
+        const exact = h.wrong === 0 && h.collisions === 0 && h.duplicates === 0 && h.missing === 0;
+        const ok = ratio >= 1.0 && exact;
+        if (ratio < 1.0) speedMissed = true;
+        lines.push(verdict(ok, `onHits ≥ 1.0× baseline (aim 1.2×), ${env}/${source}: ${ratio.toFixed(2)}× ` +
+          `(margin ${((ratio - 1) * 100).toFixed(0)} %, aim ${ratio >= 1.2 ? "reached" : `${((ratio / 1.2 - 1) * 100).toFixed(0)} % short`}); ` +
+          `ids wrong ${h.wrong}/${h.hits}${exact ? " (exact)" : ""}; baseline gets ${b.wrong}/${b.hits} ids wrong ` +
+          `(${(100 * b.wrong / b.hits).toFixed(1)} %), ${b.collisions} distinct ids collide`));
+      }
+      if (bb) {
+        const ratio = b.ms / bb.ms;
+        const ok = ratio >= 2.5 && bb.wrong === 0;
+        if (ratio < 2.5) speedMissed = true;
+        lines.push(verdict(ok, `onBatch (ids+time only) ≥ 2.5× baseline, ${env}/${source}: ${ratio.toFixed(2)}× ` +
+          `(margin ${((ratio / 2.5 - 1) * 100).toFixed(0)} %); ids wrong ${bb.wrong}`));
+      }
+    }
+  }
+  for (const s of soaks) {
+    const start = s.points.find((p) => p.label === "5%") ?? s.points[0];
+    const end = s.points.find((p) => p.label === "end");
+    const heapGrowth = end.heapUsed - start.heapUsed;
+    const wasmGrowth = end.wasmBytes - start.wasmBytes;
+    const allowed = Math.max(2 * 1048576, 0.1 * start.heapUsed);
+    const ok = heapGrowth <= allowed && wasmGrowth === 0 && s.delivered === s.total;
+    lines.push(verdict(ok, `memory flat over the soak, ${s.env} ${s.contender}: heap after GC ${mib(start.heapUsed)} → ${mib(end.heapUsed)} MiB ` +
+      `(${heapGrowth >= 0 ? "+" : ""}${mib(heapGrowth)} MiB, allowed +${mib(allowed)}), wasm ${mib(start.wasmBytes)} → ${mib(end.wasmBytes)} MiB, ` +
+      `${s.delivered.toLocaleString("en-US")}/${s.total.toLocaleString("en-US")} hits`));
+  }
+  if (sz) {
+    const limit = 100_000;
+    lines.push(verdict(sz.wasmGz <= limit, `.wasm ≤ 100 KB gzipped: ${kb(sz.wasmGz)} KB (margin ${kb(limit - sz.wasmGz)} KB)`));
+  }
+  return { lines, speedMissed };
+}
+
+function soakTable(soaks) {
+  const rows = [];
+  for (const s of soaks) {
+    for (const p of s.points) {
+      rows.push([s.env, s.contender, p.label, p.hits.toLocaleString("en-US"), mib(p.heapUsed), p.rss ? mib(p.rss) : "–", mib(p.wasmBytes)]);
+    }
+    rows.push([s.env, s.contender, "rate", `${Math.round(s.delivered / (s.ms / 1000)).toLocaleString("en-US")} hits/s`, "", "", ""]);
+  }
+  return table(["env", "contender", "point", "hits", "heap MiB (after GC)", "rss MiB", "wasm MiB"], rows, ["l", "l", "l"]);
+}
+
+// ---- main ----------------------------------------------------------------------------------
+const t0 = Date.now();
+const server = await startServer();
+const rows = [];
+const soaks = [];
+let fingerprint;
+let browser;
+try {
+  if (only === "all" || only === "node") rows.push(...(await benchNode(server)));
+  if (only === "all" || only === "chromium") {
+    browser = await launchChromium();
+    const c = await benchChromium(browser, server);
+    rows.push(...c.rows);
+    fingerprint = c.fingerprint;
+  }
+  if (doSoak) {
+    if (only === "all" || only === "node") {
+      log(`bench: node soak onHits, ${soakRecords} records through one connection…`);
+      soaks.push(await runNode(["--soak", String(soakRecords), "--contender", "onHits", "--seed", String(seed), "--pkg", pkgDir]));
+    }
+    if (browser) soaks.push(await soakChromium(browser, server, "onHits"));
+  }
+} finally {
+  await browser?.close();
+  server.proc.kill("SIGTERM");
+}
+const sz = sizes();
+const { lines: goalLines, speedMissed } = goals(rows, soaks, sz);
+
+let profileText = "";
+if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" || only === "node")) {
+  // The slowest LiveStream contender in Node, from memory.
+  const lsRows = rows.filter((r) => r.env === "node" && r.source === "mem" && r.contender !== "baseline");
+  const slowest = lsRows.sort((a, b) => a.hitsPerS - b.hitsPerS)[0];
+  if (slowest) {
+    log(`bench: profiling node mem ${slowest.contender} with --cpu-prof…`);
+    const profDir = path.join(outDir, "profiles");
+    fs.rmSync(profDir, { recursive: true, force: true });
+    await runNode(["--contender", slowest.contender, "--source", "mem", "--hits", String(hits), "--seed", String(seed),
+      "--runs", "2", "--pkg", pkgDir], ["--cpu-prof", "--cpu-prof-dir", profDir]);
+    const file = fs.readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"));
+    profileText = `CPU profile of node/mem ${LABEL[slowest.contender]} (${path.relative(root, path.join(profDir, file))}), top 15 by self time:\n` +
+      summarize(JSON.parse(fs.readFileSync(path.join(profDir, file), "utf8")), 15);
+  }
+}
+
+const header = [
+  `livestream-wasm bench — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}`,
+  `data: ${hits.toLocaleString("en-US")} hits (seed ${seed}) + ~0.5 % empty records, CRLF, ~1.2 KB/record; ` +
+    `medians of ${runs} runs after a warm-up; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
+    `"net" = real fetch from a local server (child process, chunked, 64 KiB writes)` + (fingerprint ? `; data ${fingerprint}` : ""),
+  `ids wrong = hits whose hitIdHigh/hitIdLow string differs from the generator's; collide = distinct true ids delivered as ` +
+    `the same id as another; (c) framing alone: skipped (the package exports no framing-only entry)`,
+];
+const report = [
+  ...header, "",
+  speedTable(rows), "",
+  soaks.length ? soakTable(soaks) + "\n" : "",
+  `sizes: .wasm ${sz.wasmRaw.toLocaleString("en-US")} B raw, ${sz.wasmGz.toLocaleString("en-US")} B gzipped; ` +
+    `JS glue (${sz.glueFiles.join(" + ")}) ${sz.glueRaw.toLocaleString("en-US")} B raw, ${sz.glueGz.toLocaleString("en-US")} B gzipped; ` +
+    `node entry ${sz.nodeRaw} B`,
+  "",
+  "goals:",
+  ...goalLines.map((l) => "  " + l),
+  "",
+  profileText,
+  `(bench took ${((Date.now() - t0) / 1000).toFixed(0)} s)`,
+].join("\n");
+console.log(report);
+fs.writeFileSync(path.join(outDir, "last-report.txt"), report + "\n");
+fs.writeFileSync(path.join(outDir, "last-results.json"), JSON.stringify({ rows, soaks, sizes: sz }, null, 1));
