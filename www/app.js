@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 const TABLE_ROWS = 50;
 const TOP_ITEMS = 8;
 const POLL_MS = 250;
-const TABLE_MIN_INTERVAL_MS = 100; // at most 10 table refreshes a second: readable and cheap
+const TABLE_MIN_INTERVAL_MS = 250; // at most 4 table refreshes a second: readable, and cheap to lay out and paint
 const TOPS_MIN_INTERVAL_MS = 500;
 
 const nf = new Intl.NumberFormat();

@@ -65,7 +65,7 @@ export async function createChart(el, { readout } = {}) {
     const opts = {
       width: Math.max(200, Math.floor(rect.width)),
       height: Math.max(120, Math.floor(rect.height)),
-      padding: [10, 12, 0, 0],
+      padding: [10, 28, 0, 0],
       legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { size: 7, fill: cssVar("--chart-line") } },
       scales: {
