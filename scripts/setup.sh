@@ -32,13 +32,19 @@ if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "$WASM_PACK_VERS
   cargo install --locked --force wasm-pack --version "$WASM_PACK_VERSION"
 fi
 
-# 4. Chromium and its driver from Debian, for the browser tests and the demo-page test.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  say "installing Debian's chromium and chromium-driver (apt-get)"
+# 4. Chromium and its driver from Debian, for the browser tests and the demo-page test, and
+#    a small CJK font so that screenshots of Japanese page names show text, not boxes.
+apt_packages=(chromium chromium-driver fonts-wqy-microhei)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]} (apt-get)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # Debian's binaryen ships a wasm-opt that writes broken modules; we use the npm one.
 if [ -x /usr/bin/wasm-opt ] && /usr/bin/wasm-opt --version 2>/dev/null | grep -q 'version 108'; then
