@@ -618,15 +618,13 @@ proptest! {
         for op in ops {
             match op {
                 Op::Advance(ms) => h.advance(ms),
-                Op::Respond(s, status, ra) if s < slots => {
-                    if h.state(s) == livestream_wasm::core::SlotState::Connecting {
-                        h.respond_with(s, ResponseHead {
-                            status,
-                            location: (status == 302).then(|| "/redirected".to_string()),
-                            retry_after: ra.map(|r| r.to_string()),
-                            ..Default::default()
-                        });
-                    }
+                Op::Respond(s, status, ra) if s < slots && h.state(s) == SlotState::Connecting => {
+                    h.respond_with(s, ResponseHead {
+                        status,
+                        location: (status == 302).then(|| "/redirected".to_string()),
+                        retry_after: ra.map(|r| r.to_string()),
+                        ..Default::default()
+                    });
                 }
                 Op::Data(s, kind) if s < slots => {
                     n += 1;
