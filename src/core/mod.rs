@@ -12,8 +12,8 @@ pub mod policy;
 pub mod record;
 
 pub use client::{
-    Action, Batch, Client, ConnectRequest, ErrorCode, ErrorEvent, Event, ResponseHead,
-    SlotState, SlotStats, Stats, StatusEvent,
+    Action, Batch, Client, ConnectRequest, ErrorCode, ErrorEvent, Event, ResponseHead, SlotState,
+    SlotStats, Stats, StatusEvent,
 };
 pub use config::{Config, ConfigError, Options};
 
