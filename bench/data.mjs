@@ -203,38 +203,78 @@ export function generate(hits = 100_000, seed = 1) {
 
 /**
  * The data generated on the fly, `chunkBytes` at a time (the soak: 1 M records never sit in
- * memory together). Calls `onChunk(Uint8Array)`-style pulls through `pull()`; returns null
- * at the end. `counts.hits` / `counts.bytes` track what was produced.
+ * memory together). For speed, the record bodies cycle through a pool of 4 096 generated
+ * records (already UTF-8) and only the hit ids are new: runs sharing hitIdHigh with nearly
+ * consecutive hitIdLow, all distinct, so nothing is a duplicate. `pull()` returns the next
+ * chunk, or null at the end; `counts.hits` / `counts.bytes` track what was produced.
  */
 export function streamingSource(hits, seed = 1, chunkBytes = 64 * 1024) {
   const g = recordGenerator(seed);
   const enc = new TextEncoder();
-  let made = 0;
-  let pending = new Uint8Array(0);
-  let pendingAt = 0;
-  const counts = { hits: 0, bytes: 0 };
-  function refill() {
-    let text = "";
-    while (made < hits && text.length < 256 * 1024) {
-      const rec = g.next();
-      if (rec.emptyBefore) text += "\r\n";
-      text += rec.line + "\r\n";
-      made++;
-    }
-    pending = enc.encode(text);
-    pendingAt = 0;
+  const POOL = 4096;
+  const pool = [];
+  for (let i = 0; i < POOL; i++) {
+    const rec = g.next();
+    // Split around the two hit id values (they follow `"hitIdHigh":` and `"hitIdLow":`).
+    const a = rec.line.indexOf('"hitIdHigh":') + 12;
+    const b = rec.line.indexOf(',"hitIdLow":');
+    const c = rec.line.indexOf(",", b + 12);
+    pool.push({
+      pre: enc.encode((rec.emptyBefore ? "\r\n" : "") + rec.line.slice(0, a)),
+      mid: enc.encode(rec.line.slice(b, b + 12)),
+      post: enc.encode(rec.line.slice(c) + "\r\n"),
+    });
   }
+  const r = rng32(seed ^ 0x5eed);
+  let runLeft = 0;
+  let high = "";
+  let low = 0n;
+  let made = 0;
+  const counts = { hits: 0, bytes: 0 };
+  const buf = new Uint8Array(chunkBytes + 4096);
+  let fill = 0;
+  let carry = null; // bytes of a record that did not fit in the previous chunk
+  const put = (bytes) => {
+    buf.set(bytes, fill);
+    fill += bytes.length;
+  };
+  const putAscii = (str) => {
+    for (let i = 0; i < str.length; i++) buf[fill++] = str.charCodeAt(i);
+  };
   function pull() {
-    if (pendingAt >= pending.length) {
-      if (made >= hits) return null;
-      refill();
-      counts.hits = made;
+    fill = 0;
+    if (carry) {
+      put(carry);
+      carry = null;
     }
-    const end = Math.min(pending.length, pendingAt + chunkBytes);
-    const c = pending.subarray(pendingAt, end);
-    pendingAt = end;
-    counts.bytes += c.length;
-    return c;
+    while (fill < chunkBytes && made < hits) {
+      if (runLeft === 0) {
+        runLeft = 100 + (r() % 900);
+        const hi = r() % 10 < 9 ? 0x200000 + (r() % 0xffc00000) : r() % 0x200000;
+        high = ((BigInt(hi) << 32n) | BigInt(r())).toString();
+        low = (BigInt(r()) << 32n) | BigInt(r());
+      }
+      runLeft--;
+      low = (low + 1n + BigInt(r() % 3)) & 0xffffffffffffffffn;
+      const t = pool[made % POOL];
+      const start = fill;
+      put(t.pre);
+      putAscii(high);
+      put(t.mid);
+      putAscii(low.toString());
+      put(t.post);
+      made++;
+      if (fill > chunkBytes) {
+        // Keep chunks at `chunkBytes`: the overflow goes first into the next one.
+        carry = buf.slice(chunkBytes, fill);
+        fill = chunkBytes;
+        if (start >= chunkBytes) break;
+      }
+    }
+    counts.hits = made;
+    if (fill === 0) return null;
+    counts.bytes += fill;
+    return buf.slice(0, fill);
   }
   return { pull, counts };
 }

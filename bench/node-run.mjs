@@ -80,6 +80,7 @@ process.stdout.write(JSON.stringify({ env: "node", contender, source, results })
 
 /** 1 M records through one connection, data made on the fly; heap after a forced GC. */
 async function soak(total) {
+  const t0 = performance.now();
   const gen = streamingSource(total, seed + 1000);
   let delivered = 0;
   const points = [];
@@ -88,7 +89,7 @@ async function soak(total) {
   const mark = (label) => {
     globalThis.gc?.();
     const m = process.memoryUsage();
-    points.push({ label, hits: delivered, heapUsed: m.heapUsed, rss: m.rss, wasmBytes: wasmBytes() });
+    points.push({ label, hits: delivered, ms: performance.now() - t0, heapUsed: m.heapUsed, rss: m.rss, wasmBytes: wasmBytes() });
   };
   const check = () => {
     while (nextMark < marks.length && delivered >= marks[nextMark] * total) {
@@ -98,7 +99,6 @@ async function soak(total) {
   };
   const open = () => Promise.resolve(pulledResponse(gen.pull, sample));
   let stream;
-  const t0 = performance.now();
   await new Promise((resolve, reject) => {
     const opts = {
       url: "http://127.0.0.1:9/api/1/stream/soak",

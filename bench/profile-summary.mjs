@@ -16,9 +16,12 @@ export function summarize(profile, n = 15) {
   }
   let total = 0;
   const byFn = new Map();
+  const byKind = new Map();
   for (const [id, us] of self) {
     const cf = byId.get(id).callFrame;
     total += us;
+    const kind = kindOf(cf);
+    byKind.set(kind, (byKind.get(kind) ?? 0) + us);
     const file = cf.url ? path.basename(cf.url.replace(/^file:\/\//, "")) : "";
     const where = file ? `${file}:${cf.lineNumber + 1}` : cf.url === "" && cf.functionName.startsWith("(") ? "" : "(native)";
     const key = `${cf.functionName || "(anonymous)"}  ${where}`;
@@ -27,7 +30,23 @@ export function summarize(profile, n = 15) {
   const top = [...byFn].sort((a, b) => b[1] - a[1]).slice(0, n);
   const lines = top.map(([k, us], i) =>
     `${String(i + 1).padStart(3)}. ${(us / 1000).toFixed(1).padStart(8)} ms ${(100 * us / total).toFixed(1).padStart(5)} %  ${k}`);
-  return [...lines, `     ${(total / 1000).toFixed(1).padStart(8)} ms total sampled`].join("\n");
+  const kinds = [...byKind].sort((a, b) => b[1] - a[1])
+    .map(([k, us]) => `${k} ${(100 * us / total).toFixed(1)} %`).join(", ");
+  return [...lines, `     ${(total / 1000).toFixed(1).padStart(8)} ms total sampled; by kind: ${kinds}`].join("\n");
+}
+
+/** Where a frame's time goes: the wasm core, the package's JS, the bench, Node, GC, idle. */
+function kindOf(cf) {
+  const u = cf.url ?? "";
+  const f = cf.functionName ?? "";
+  if (u.startsWith("wasm://") || f.startsWith("wasm-function") || f.startsWith("$")) return "wasm";
+  if (f === "(garbage collector)") return "GC";
+  if (f === "(idle)" || f === "(program)" || f === "(root)") return f.slice(1, -1);
+  if (/\/(pkg|pkg-names)\/|snippets\//.test(u)) return "package JS";
+  if (/\/bench\//.test(u)) return "bench JS (generator, consumer, checks)";
+  if (u.startsWith("node:")) return "Node internals";
+  if (u === "") return "native/builtins";
+  return "other JS";
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -297,13 +297,15 @@ function goals(rows, soaks, sz) {
     }
   }
   for (const s of soaks) {
-    const start = s.points.find((p) => p.label === "5%") ?? s.points[0];
+    // The reference is the 25 % point: by then the dedup window (100 000 ids by default) is
+    // full and the buffers have met the largest chunk; after it nothing may grow.
+    const start = s.points.find((p) => p.label === "25%") ?? s.points[0];
     const end = s.points.find((p) => p.label === "end");
     const heapGrowth = end.heapUsed - start.heapUsed;
     const wasmGrowth = end.wasmBytes - start.wasmBytes;
     const allowed = Math.max(2 * 1048576, 0.1 * start.heapUsed);
     const ok = heapGrowth <= allowed && wasmGrowth === 0 && s.delivered === s.total;
-    lines.push(verdict(ok, `memory flat over the soak, ${s.env} ${s.contender}: heap after GC ${mib(start.heapUsed)} → ${mib(end.heapUsed)} MiB ` +
+    lines.push(verdict(ok, `memory flat over the soak, ${s.env} ${s.contender}, ${start.label} → end: heap after GC ${mib(start.heapUsed)} → ${mib(end.heapUsed)} MiB ` +
       `(${heapGrowth >= 0 ? "+" : ""}${mib(heapGrowth)} MiB, allowed +${mib(allowed)}), wasm ${mib(start.wasmBytes)} → ${mib(end.wasmBytes)} MiB, ` +
       `${s.delivered.toLocaleString("en-US")}/${s.total.toLocaleString("en-US")} hits`));
   }
@@ -320,7 +322,7 @@ function soakTable(soaks) {
     for (const p of s.points) {
       rows.push([s.env, s.contender, p.label, p.hits.toLocaleString("en-US"), mib(p.heapUsed), p.rss ? mib(p.rss) : "–", mib(p.wasmBytes)]);
     }
-    rows.push([s.env, s.contender, "rate", `${Math.round(s.delivered / (s.ms / 1000)).toLocaleString("en-US")} hits/s`, "", "", ""]);
+    rows.push([s.env, s.contender, "rate", `${Math.round(s.delivered / (s.ms / 1000)).toLocaleString("en-US")} hits/s`, "", "", `${(s.ms / 1000).toFixed(0)} s`]);
   }
   return table(["env", "contender", "point", "hits", "heap MiB (after GC)", "rss MiB", "wasm MiB"], rows, ["l", "l", "l"]);
 }
@@ -332,20 +334,37 @@ const rows = [];
 const soaks = [];
 let fingerprint;
 let browser;
+const problems = [];
+const save = () =>
+  fs.writeFileSync(path.join(outDir, "last-results.json"), JSON.stringify({ rows, soaks, problems }, null, 1));
+// Each step on its own: a failure is reported and the rest still runs and prints.
+async function step(name, f) {
+  try {
+    await f();
+  } catch (e) {
+    problems.push(`${name}: ${e.stack ?? e}`);
+    log(`bench: ${name} failed: ${e.message ?? e}`);
+  }
+  save();
+}
 try {
-  if (only === "all" || only === "node") rows.push(...(await benchNode(server)));
+  if (only === "all" || only === "node") await step("node", async () => rows.push(...(await benchNode(server))));
   if (only === "all" || only === "chromium") {
-    browser = await launchChromium();
-    const c = await benchChromium(browser, server);
-    rows.push(...c.rows);
-    fingerprint = c.fingerprint;
+    await step("chromium", async () => {
+      browser = await launchChromium();
+      const c = await benchChromium(browser, server);
+      rows.push(...c.rows);
+      fingerprint = c.fingerprint;
+    });
   }
   if (doSoak) {
     if (only === "all" || only === "node") {
-      log(`bench: node soak onHits, ${soakRecords} records through one connection…`);
-      soaks.push(await runNode(["--soak", String(soakRecords), "--contender", "onHits", "--seed", String(seed), "--pkg", pkgDir]));
+      await step("node soak", async () => {
+        log(`bench: node soak onHits, ${soakRecords} records through one connection…`);
+        soaks.push(await runNode(["--soak", String(soakRecords), "--contender", "onHits", "--seed", String(seed), "--pkg", pkgDir]));
+      });
     }
-    if (browser) soaks.push(await soakChromium(browser, server, "onHits"));
+    if (browser) await step("chromium soak", async () => soaks.push(await soakChromium(browser, server, "onHits")));
   }
 } finally {
   await browser?.close();
@@ -355,7 +374,8 @@ const sz = sizes();
 const { lines: goalLines, speedMissed } = goals(rows, soaks, sz);
 
 let profileText = "";
-if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" || only === "node")) {
+let profPkg;
+if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" || only === "node")) await step("profile", async () => {
   // The slowest LiveStream contender in Node, from memory.
   const lsRows = rows.filter((r) => r.env === "node" && r.source === "mem" && r.contender !== "baseline");
   const slowest = lsRows.sort((a, b) => a.hitsPerS - b.hitsPerS)[0];
@@ -363,13 +383,21 @@ if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" |
     log(`bench: profiling node mem ${slowest.contender} with --cpu-prof…`);
     const profDir = path.join(outDir, "profiles");
     fs.rmSync(profDir, { recursive: true, force: true });
+    // bench/named-pkg.sh builds a copy of the package whose wasm keeps its function names.
+    const named = path.join(outDir, "pkg-names");
+    const namedWasm = path.join(named, "livestream_wasm_bg.wasm");
+    const fresh = fs.existsSync(namedWasm) &&
+      fs.statSync(namedWasm).mtimeMs >= fs.statSync(path.join(pkgDir, "livestream_wasm_bg.wasm")).mtimeMs;
+    profPkg = fresh ? named : pkgDir;
     await runNode(["--contender", slowest.contender, "--source", "mem", "--hits", String(hits), "--seed", String(seed),
-      "--runs", "2", "--pkg", pkgDir], ["--cpu-prof", "--cpu-prof-dir", profDir]);
+      "--runs", "3", "--pkg", profPkg], ["--cpu-prof", "--cpu-prof-dir", profDir]);
     const file = fs.readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"));
-    profileText = `CPU profile of node/mem ${LABEL[slowest.contender]} (${path.relative(root, path.join(profDir, file))}), top 15 by self time:\n` +
+    profileText = `CPU profile of node/mem ${LABEL[slowest.contender]} (${path.relative(root, path.join(profDir, file))}; ` +
+      `warm-up + 3 runs, data generation and checks included; package ${path.relative(root, profPkg)}` +
+      `${profPkg === pkgDir ? ", wasm names stripped: run bench/named-pkg.sh for names" : ", wasm names kept, not wasm-opt'd"}), top 15 by self time:\n` +
       summarize(JSON.parse(fs.readFileSync(path.join(profDir, file), "utf8")), 15);
   }
-}
+});
 
 const header = [
   `livestream-wasm bench — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}`,
@@ -391,8 +419,9 @@ const report = [
   ...goalLines.map((l) => "  " + l),
   "",
   profileText,
+  ...(problems.length ? ["problems:", ...problems.map((p) => "  " + p), ""] : []),
   `(bench took ${((Date.now() - t0) / 1000).toFixed(0)} s)`,
 ].join("\n");
 console.log(report);
 fs.writeFileSync(path.join(outDir, "last-report.txt"), report + "\n");
-fs.writeFileSync(path.join(outDir, "last-results.json"), JSON.stringify({ rows, soaks, sizes: sz }, null, 1));
+fs.writeFileSync(path.join(outDir, "last-results.json"), JSON.stringify({ rows, soaks, sizes: sz, problems }, null, 1));

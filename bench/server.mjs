@@ -31,8 +31,13 @@ async function stream(res, pull) {
     if (chunk === null) break;
     if (!res.write(chunk)) {
       await new Promise((r) => {
-        res.once("drain", r);
-        res.once("close", r);
+        const done = () => {
+          res.off("drain", done);
+          res.off("close", done);
+          r();
+        };
+        res.on("drain", done);
+        res.on("close", done);
       });
       if (res.destroyed) return;
     }
