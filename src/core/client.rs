@@ -671,7 +671,7 @@ impl Client {
             return;
         };
         let msg = if self.slots[i].state == SlotState::Open {
-            format!("connection lost while reading: {message}")
+            format!("the connection broke mid-stream ({message})")
         } else {
             format!("request failed: {message}")
         };
