@@ -59,9 +59,11 @@ export async function runBaseline({ open, expected }) {
   let n = 0;
   const hi = ids.hi;
   const lo = ids.lo;
+  let chunks = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
+    chunks++;
     buf += dec.decode(value, { stream: true });
     let start = 0;
     let nl;
@@ -90,7 +92,7 @@ export async function runBaseline({ open, expected }) {
   }
   const ms = performance.now() - t0;
   ids.n = n;
-  return { ms, ids, errors: 0 };
+  return { ms, ids, errors: 0, chunks };
 }
 
 /**
@@ -113,8 +115,12 @@ function runStream(LiveStream, { open, url }, callbacks) {
           // Close outside the callback's stack: the shell is still delivering.
           queueMicrotask(() => {
             stream.close();
+            // Release the wasm side now rather than at GC finalization: each run makes a new
+            // LiveStream, and a closed one still holds its core (dedup window, buffers).
+            const stats = stream.stats;
+            stream.free?.();
             if (s.state === "failed") reject(new Error(`LiveStream failed: ${s.reason}`));
-            else resolve({ ms, errors, firstError, stats: stream.stats });
+            else resolve({ ms, errors, firstError, stats });
           });
         }
       },

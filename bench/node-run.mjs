@@ -69,6 +69,7 @@ for (let r = 0; r <= runs; r++) {
     ...check,
     errors: out.errors,
     firstError: out.firstError,
+    chunks: out.chunks,
     peakRss,
     peakHeap,
     heapBefore,

@@ -24,7 +24,7 @@ window.bench = {
     const check = verify(data.hitIdHigh, data.hitIdLow, out.ids);
     return {
       ms: out.ms, bytes: data.bytes.length, hits: out.ids.n, ...check,
-      errors: out.errors, firstError: out.firstError, wasmBytes: wasm.memory.buffer.byteLength,
+      errors: out.errors, firstError: out.firstError, chunks: out.chunks, wasmBytes: wasm.memory.buffer.byteLength,
     };
   },
   /** The soak: `total` records from /soak through one connection (real fetch). */

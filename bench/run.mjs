@@ -108,6 +108,7 @@ function summarise(env, contender, source, results) {
     peakRss: median(results.map((r) => r.peakRss ?? 0)),
     peakHeap: median(results.map((r) => r.peakHeap ?? 0)),
     wasmBytes: worst("wasmBytes"),
+    chunkKiB: r0.chunks ? r0.bytes / r0.chunks / 1024 : null,
     spread: `${(Math.min(...results.map((r) => r.ms)) / ms * 100).toFixed(0)}–${(Math.max(...results.map((r) => r.ms)) / ms * 100).toFixed(0)}%`,
   };
 }
@@ -256,11 +257,11 @@ function speedTable(rows) {
       r.env, r.source, LABEL[r.contender],
       Math.round(r.hitsPerS).toLocaleString("en-US"), r.mbPerS.toFixed(0), `${ratio.toFixed(2)}×`,
       `${r.wrong}`, `${r.collisions}`, `${r.duplicates}`, r.missing ? `${r.missing}` : "0", r.errors,
-      mem, mib(r.wasmBytes), r.spread,
+      mem, mib(r.wasmBytes), r.spread, r.chunkKiB ? r.chunkKiB.toFixed(1) : "",
     ];
   });
   return table(["env", "feed", "contender", "hits/s", "MB/s", "× base", "ids wrong", "collide", "dups", "missing", "errors",
-    "peak MiB (median)", "wasm MiB", "min–max"], out, ["l", "l", "l"]);
+    "peak MiB (median)", "wasm MiB", "min–max", "avg chunk KiB"], out, ["l", "l", "l"]);
 }
 
 function verdict(ok, text) {
