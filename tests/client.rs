@@ -73,7 +73,14 @@ fn records_are_delivered_with_exact_ids_once() {
     assert_eq!(batch.hit_id_high, vec![2948027281753079808, u64::MAX]);
     assert_eq!(batch.time_gmt, vec![1372782179.0, 1372782179.0]);
     let json = std::str::from_utf8(&batch.json).unwrap();
-    assert!(json.starts_with("[{") && json.ends_with("}]"));
+    // Three JSON arrays back to back: ASCII records (all of them here), Latin-1, wide.
+    let [l, w] = batch.regions;
+    let ascii = &json[..l];
+    assert!(ascii.starts_with("[{") && ascii.ends_with("}]"), "{ascii}");
+    assert_eq!((&json[l..w], &json[w..]), ("[]", "[]"));
+    for i in 0..batch.len() {
+        assert!(batch.record(i).starts_with('{') && batch.record(i).ends_with('}'));
+    }
 }
 
 #[test]
@@ -710,4 +717,99 @@ proptest! {
             h.fire_next_timer();
         }
     }
+}
+
+#[test]
+fn batch_splits_records_by_text_class_and_keeps_stream_order() {
+    let mut h = Harness::new(options());
+    h.start();
+    h.respond(0, 200);
+    let rec = |i: u64, text: &str| format!(r#"{{"hitIdHigh":{i},"hitIdLow":{i},"t":"{text}"}}"#);
+    let texts = [
+        "ascii",
+        "\u{4e2d}\u{6587}",
+        "caf\u{e9} \u{ff}",
+        "emoji \u{1f600}",
+        "\u{100}",
+        "plain",
+        "\u{c0}\u{e9}",
+        "\u{80}",
+    ];
+    let body: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| rec(i as u64 + 1, t) + "\r\n")
+        .collect();
+    h.data(0, body.as_bytes());
+    let Some(Event::Hits(batch)) = h.events.iter().find(|e| matches!(e, Event::Hits(_))) else {
+        panic!("no hits")
+    };
+    assert_eq!(batch.len(), texts.len());
+    assert_eq!(batch.region_lens(), [2, 3, 3]);
+    let json = std::str::from_utf8(&batch.json).unwrap();
+    let [l, w] = batch.regions;
+    let parse = |s: &str| serde_json::from_str::<Vec<serde_json::Value>>(s).unwrap();
+    let regions = [parse(&json[..l]), parse(&json[l..w]), parse(&json[w..])];
+    let max = |v: &serde_json::Value| v["t"].as_str().unwrap().chars().map(|c| c as u32).max();
+    assert!(regions[0].iter().all(|v| max(v) < Some(0x80)));
+    assert!(regions[1]
+        .iter()
+        .all(|v| (0x80..0x100).contains(&max(v).unwrap())));
+    assert!(regions[2].iter().all(|v| max(v) > Some(0xff)));
+    // Stream order: record(i) and the region of starts[i] both give hit i.
+    let mut next = [0; 3];
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(
+            batch.record(i),
+            rec(i as u64 + 1, t).replace(
+                &format!(r#""hitIdHigh":{0},"hitIdLow":{0}"#, i + 1),
+                &format!(r#""hitIdHigh":"{0}","hitIdLow":"{0}""#, i + 1),
+            )
+        );
+        let s = batch.starts[i] as usize;
+        let k = if s < l {
+            0
+        } else if s < w {
+            1
+        } else {
+            2
+        };
+        assert_eq!(regions[k][next[k]]["t"], *t);
+        next[k] += 1;
+        assert_eq!(batch.hit_id_high[i], i as u64 + 1);
+    }
+}
+
+#[test]
+fn recycled_batches_are_reused_and_close_releases_buffers() {
+    let mut h = Harness::new(options());
+    h.start();
+    h.respond(0, 200);
+    let body = format!("{}\r\n{}\r\n", record(1, 1), record(2, 2));
+    h.data(0, body.as_bytes());
+    let at = h
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Hits(_)))
+        .unwrap();
+    let Event::Hits(batch) = h.events.remove(at) else {
+        unreachable!()
+    };
+    let cap = batch.json.capacity();
+    h.client.recycle(batch);
+    h.events.clear();
+    let body = format!("{}\r\n", record(3, 3));
+    h.data(0, body.as_bytes());
+    let Some(Event::Hits(next)) = h.events.iter().find(|e| matches!(e, Event::Hits(_))) else {
+        panic!("no hits")
+    };
+    assert!(next.json.capacity() >= cap, "the recycled buffer is reused");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next.hit_id_high, vec![3]);
+    assert_eq!(h.client.dedup_len(), 3);
+    h.client.release_buffers();
+    assert_eq!(h.client.dedup_len(), 3, "nothing is released while running");
+    h.client.close(h.now);
+    h.client.release_buffers();
+    assert_eq!(h.client.dedup_len(), 0);
 }

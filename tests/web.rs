@@ -934,3 +934,68 @@ async fn emulator_redirect_is_followed() {
     assert_eq!(log.borrow().states().last().unwrap(), "open");
     ls.close().unwrap();
 }
+
+#[wasm_bindgen_test]
+async fn one_large_chunk_of_mixed_text_keeps_stream_order_in_every_form() {
+    // Records above and below U+00FF interleaved, in one chunk larger than the shell's
+    // slice, so it arrives as several batches each with both regions.
+    let pages = [
+        "plain",
+        "\u{65e5}\u{672c}",
+        "caf\u{e9}",
+        "\u{1f600}",
+        "\u{ff}",
+        "x\u{100}",
+    ];
+    let total = 2000u64;
+    let lines: Vec<String> = (0..total)
+        .map(|i| {
+            let page = format!("{} {i}", pages[i as usize % pages.len()]);
+            record(&(i + 1).to_string(), &(u64::MAX - i).to_string(), &page)
+        })
+        .collect();
+    let body = crlf(&lines);
+    assert!(body.len() > 300 * 1024);
+    let f = fake_fetch(&Array::of1(&spec(
+        200,
+        body.as_bytes(),
+        body.len() as u32,
+        true,
+    )));
+    let log = Shared::default();
+    let o = options("https://example.test/api/1/stream/x", &log);
+    set(&o, "fetch", f);
+    let ls = stream(&o);
+    ls.start().unwrap();
+    wait_for(5000, "all hits", || log.borrow().hits.len() as u64 >= total).await;
+    ls.close().unwrap();
+    let want: Vec<(String, String)> = (0..total)
+        .map(|i| ((i + 1).to_string(), (u64::MAX - i).to_string()))
+        .collect();
+    assert_eq!(hit_ids(&log), want, "onHits order");
+    assert_eq!(batch_ids(&log), want, "onBatch order");
+    let log = log.borrow();
+    assert!(log.batches.len() >= 2, "the chunk was fed in slices");
+    for (i, h) in log.hits.iter().enumerate() {
+        let page = format!("{} {i}", pages[i % pages.len()]);
+        assert_eq!(s(h, "pageName"), page);
+    }
+    // toArray() and get(i) of each batch give the same hits in the same order.
+    let mut k = 0;
+    for b in &log.batches {
+        let to_array: Function = get(b, "toArray").unchecked_into();
+        let all = Array::from(&to_array.call0(b).unwrap());
+        let got: Function = get(b, "get").unchecked_into();
+        for i in 0..all.length() {
+            let page = format!("{} {k}", pages[k % pages.len()]);
+            assert_eq!(s(&all.get(i), "pageName"), page);
+            assert_eq!(s(&got.call1(b, &i.into()).unwrap(), "pageName"), page);
+            assert_eq!(
+                s(&all.get(i), "hitIdLow"),
+                (u64::MAX - k as u64).to_string()
+            );
+            k += 1;
+        }
+    }
+    assert_eq!(k as u64, total);
+}

@@ -13,7 +13,7 @@ use super::config::Config;
 use super::dedup::Dedup;
 use super::framer::{FrameSink, Framer};
 use super::policy::{self, Verdict};
-use super::record::{rewrite_record, RecordInfo};
+use super::record::{rewrite_record, text_class, RecordInfo, TextClass};
 use super::Millis;
 
 pub use super::policy::ErrorCode;
@@ -138,15 +138,25 @@ pub const HAS_HIT_ID: u8 = 1;
 pub const HAS_VIS_ID: u8 = 2;
 
 /// The new (de-duplicated) hits of one chunk, in a form that crosses into JavaScript in one
-/// go: `json` is a JSON array of the records, ids as strings; the other vectors hold one
+/// go: `json` holds the records as JSON text, ids as strings; the other vectors hold one
 /// entry per record for consumers that only count and aggregate.
+///
+/// `json` is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in stream order:
+/// `json[..regions[0]]` holds the records that are all ASCII, `json[regions[0]..regions[1]]`
+/// those with characters up to U+00FF (both one-byte strings in V8, but only pure ASCII
+/// decodes at memcpy speed), `json[regions[1]..]` the others (two-byte strings). A reader
+/// that decodes whole regions keeps each record in its fastest form; `starts[i]` tells which
+/// region hit `i` is in, so stream order can be restored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     /// Slot index the chunk came from.
     pub slot: usize,
-    /// `[record,record,…]`, valid UTF-8, the six id fields as decimal strings.
+    /// `[ASCII records][Latin-1 records][wide records]`, valid UTF-8, the six id fields as
+    /// decimal strings.
     pub json: Vec<u8>,
-    /// Byte offset of each record in `json`.
+    /// Byte offsets in `json` where the second and the third region start.
+    pub regions: [usize; 2],
+    /// Byte offset of each record in `json`, in stream order.
     pub starts: Vec<u32>,
     /// Byte offset just past each record in `json`.
     pub ends: Vec<u32>,
@@ -164,9 +174,45 @@ pub struct Batch {
     pub received_time_gmt: Vec<f64>,
     /// [`HAS_HIT_ID`] | [`HAS_VIS_ID`] per record.
     pub flags: Vec<u8>,
+    /// Scratch while building: the Latin-1 and the wide records' text and indices.
+    spill: [Spill; 2],
 }
 
+/// The records of one region while a batch is built (see [`Batch`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Spill {
+    text: Vec<u8>,
+    index: Vec<u32>,
+}
+
+/// A recycled batch whose text buffer grew beyond this is dropped rather than kept.
+const KEEP_BATCH_BYTES: usize = 4 << 20;
+
 impl Batch {
+    /// Closes the ASCII region and appends the other two: `[…]` + `[…]` + `[…]`.
+    fn finish(&mut self) {
+        self.json.push(b']');
+        for k in 0..2 {
+            self.regions[k] = self.json.len();
+            let base = (self.json.len() + 1) as u32;
+            let r = &mut self.spill[k];
+            self.json.push(b'[');
+            self.json.extend_from_slice(&r.text);
+            self.json.push(b']');
+            for &i in &r.index {
+                self.starts[i as usize] += base;
+                self.ends[i as usize] += base;
+            }
+            r.text.clear();
+        }
+    }
+
+    /// Number of records in each region of `json`: all ASCII, Latin-1, wide.
+    pub fn region_lens(&self) -> [usize; 3] {
+        let (l, w) = (self.spill[0].index.len(), self.spill[1].index.len());
+        [self.len() - l - w, l, w]
+    }
+
     /// Number of hits.
     pub fn len(&self) -> usize {
         self.starts.len()
@@ -188,6 +234,11 @@ impl Batch {
         self.slot = slot;
         self.json.clear();
         self.json.push(b'[');
+        self.regions = [0; 2];
+        for r in &mut self.spill {
+            r.text.clear();
+            r.index.clear();
+        }
         self.starts.clear();
         self.ends.clear();
         self.hit_id_high.clear();
@@ -199,9 +250,26 @@ impl Batch {
         self.flags.clear();
     }
 
-    fn push_info(&mut self, start: usize, info: &RecordInfo) {
-        self.starts.push(start as u32);
-        self.ends.push(self.json.len() as u32);
+    /// Records the entry of the record just written at `json[start..]`. A record that is
+    /// not all ASCII is moved to its region's scratch buffer; its offsets are fixed up in
+    /// `finish`.
+    fn push_info(&mut self, mark: usize, start: usize, info: &RecordInfo) {
+        let class = text_class(&self.json[start..]);
+        if class != TextClass::Ascii {
+            let r = &mut self.spill[class as usize - 1];
+            if !r.text.is_empty() {
+                r.text.push(b',');
+            }
+            let at = r.text.len();
+            r.text.extend_from_slice(&self.json[start..]);
+            self.json.truncate(mark);
+            r.index.push(self.starts.len() as u32);
+            self.starts.push(at as u32);
+            self.ends.push(r.text.len() as u32);
+        } else {
+            self.starts.push(start as u32);
+            self.ends.push(self.json.len() as u32);
+        }
         let (hh, hl) = info.hit_key.map_or((0, 0), |k| (k.high, k.low));
         let (vh, vl) = info.vis_id.unwrap_or((0, 0));
         self.hit_id_high.push(hh);
@@ -223,6 +291,9 @@ impl Batch {
 }
 
 /// Something to deliver to the user.
+// Hits is by far the most frequent event; boxing it would cost an allocation per chunk, and
+// an event is only moved twice (into the queue and out of it).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// New hits (never empty).
@@ -639,7 +710,7 @@ impl Client {
         if batch.is_empty() {
             self.batch = batch;
         } else {
-            batch.json.push(b']');
+            batch.finish();
             self.events.push_back(Event::Hits(batch));
         }
         if let Some(message) = gzip_failure {
@@ -716,6 +787,30 @@ impl Client {
                     failures: s.failures,
                 })
                 .collect(),
+        }
+    }
+
+    /// Hands a delivered [`Event::Hits`] batch back, so that its buffers are reused for the
+    /// next chunk instead of growing new ones. Optional; a very large batch is dropped.
+    pub fn recycle(&mut self, batch: Batch) {
+        if batch.json.capacity() <= KEEP_BATCH_BYTES
+            && batch.json.capacity() > self.batch.json.capacity()
+        {
+            self.batch = batch;
+        }
+    }
+
+    /// Frees the big buffers (de-duplication memory, record buffers, the spare batch) once
+    /// the client is finished ([`Client::close`] or a fatal error); does nothing before.
+    pub fn release_buffers(&mut self) {
+        if !self.is_finished() {
+            return;
+        }
+        self.dedup = Dedup::new(self.dedup.window());
+        self.batch = Batch::default();
+        let max = self.config.max_record_bytes;
+        for slot in &mut self.slots {
+            slot.framer = Framer::new(max);
         }
     }
 
@@ -937,7 +1032,8 @@ fn preview(record: &[u8]) -> String {
 impl FrameSink for RecordSink<'_> {
     fn record(&mut self, record: &[u8]) {
         let mark = self.batch.json.len();
-        if !self.batch.is_empty() {
+        // The narrow region so far is `[` alone, or `[r,…,r`.
+        if mark > 1 {
             self.batch.json.push(b',');
         }
         let start = self.batch.json.len();
@@ -961,7 +1057,7 @@ impl FrameSink for RecordSink<'_> {
                     );
                 }
                 self.counters.hits += 1;
-                self.batch.push_info(start, &info);
+                self.batch.push_info(mark, start, &info);
             }
             Err(e) => {
                 self.batch.json.truncate(mark);

@@ -125,6 +125,42 @@ pub fn rewrite_record(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, Re
     }
 }
 
+/// What range of characters a UTF-8 text uses, which decides V8's string form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextClass {
+    /// All ASCII: decodes at memcpy speed into a one-byte string.
+    Ascii = 0,
+    /// Characters up to U+00FF: still a one-byte string.
+    Latin1 = 1,
+    /// A character above U+00FF: a two-byte string.
+    Wide = 2,
+}
+
+/// The [`TextClass`] of the UTF-8 text `b`. Above U+00FF means a lead byte of 0xC4 or more
+/// (U+0100 is `C4 80`). Eight bytes at a time: for each byte, `(b & 0x7f) + 0x3c` reaches
+/// bit 7 exactly when `b & 0x7f >= 0x44`; together with bit 7 of `b` that is `b >= 0xc4`.
+#[inline]
+pub fn text_class(b: &[u8]) -> TextClass {
+    let mut words = b.chunks_exact(8);
+    let (mut high, mut wide) = (0u64, 0u64);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        high |= w;
+        wide |= ((w & !HI).wrapping_add(0x3c * LO)) & w;
+    }
+    for &c in words.remainder() {
+        high |= c as u64;
+        wide |= (c >= 0xc4) as u64 * HI;
+    }
+    if wide & HI != 0 {
+        TextClass::Wide
+    } else if high & HI != 0 {
+        TextClass::Latin1
+    } else {
+        TextClass::Ascii
+    }
+}
+
 /// Which top-level member a key names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -876,6 +912,37 @@ mod tests {
         match rewrite_record(s, &mut out) {
             Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(s)),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn text_class_matches_char_scan() {
+        let samples = [
+            "",
+            "a",
+            "plain ascii text of some length",
+            "caf\u{e9} \u{ff}\u{ff}",
+            "\u{100}",
+            "0123456\u{100}",
+            "01234567\u{17f}",
+            "\u{ff}\u{fe}\u{80}\u{c4}\u{e9}xyz",
+            "emoji \u{1f600} here",
+            "\u{4e2d}\u{6587}",
+            "\u{fffd}",
+            "latin1 \u{c0}\u{c4}\u{ff} only, and more than eight bytes",
+        ];
+        for s in samples {
+            for (cut, _) in s.char_indices().chain([(s.len(), ' ')]) {
+                let t = &s[cut..];
+                let want = if t.chars().any(|c| c as u32 > 0xff) {
+                    TextClass::Wide
+                } else if !t.is_ascii() {
+                    TextClass::Latin1
+                } else {
+                    TextClass::Ascii
+                };
+                assert_eq!(text_class(t.as_bytes()), want, "{t:?}");
+            }
         }
     }
 

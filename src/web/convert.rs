@@ -19,6 +19,8 @@ extern "C" {
     fn new(
         connection: u32,
         text: &[u8],
+        latin1_at: u32,
+        wide_at: u32,
         starts: &[u32],
         ends: &[u32],
         hit_id_high: &[u64],
@@ -32,7 +34,13 @@ extern "C" {
 
     /// Decodes and parses each record of a batch (js/hit-batch.js).
     #[wasm_bindgen(js_name = hitsFromText)]
-    fn hits_from_text(text: &[u8], starts: &[u32], ends: &[u32]) -> Array;
+    fn hits_from_text(
+        text: &[u8],
+        starts: &[u32],
+        ends: &[u32],
+        latin1_at: u32,
+        wide_at: u32,
+    ) -> Array;
 }
 
 fn num(v: impl Into<f64>) -> JsValue {
@@ -48,7 +56,15 @@ pub fn hit_info(slot: usize) -> JsValue {
 
 /// The hits of a batch as plain objects, ids as exact decimal strings.
 pub fn hits(batch: &Batch) -> JsValue {
-    hits_from_text(&batch.json, &batch.starts, &batch.ends).into()
+    let [latin1_at, wide_at] = batch.regions;
+    hits_from_text(
+        &batch.json,
+        &batch.starts,
+        &batch.ends,
+        latin1_at as u32,
+        wide_at as u32,
+    )
+    .into()
 }
 
 /// The batch as a `HitBatch` (typed arrays of the key fields, records parsed on demand).
@@ -56,6 +72,8 @@ pub fn hit_batch(batch: &Batch) -> JsValue {
     HitBatch::new(
         batch.slot as u32,
         &batch.json,
+        batch.regions[0] as u32,
+        batch.regions[1] as u32,
         &batch.starts,
         &batch.ends,
         &batch.hit_id_high,

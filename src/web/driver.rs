@@ -24,6 +24,9 @@ use super::js::{self, set};
 use super::options::{Callbacks, TokenSource};
 use crate::core::{Action, Client, ConnectRequest, Event, Millis, ResponseHead, SlotState};
 
+/// The largest piece of a body chunk fed to the core at once (one batch each).
+const SLICE_BYTES: usize = 256 * 1024;
+
 /// The most of a non-200 body read for its error message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -306,6 +309,8 @@ impl Shared {
             };
             let now = (self.raw_now().max(0.0) as Millis).max(st.last_now);
             st.client.close(now);
+            // Free the dedup memory and buffers now, not when the object is collected.
+            st.client.release_buffers();
             let mut work = self.collect(&mut st, now);
             st.timer = None;
             for a in st.attempts.iter_mut().filter(|a| !a.aborted) {
@@ -394,6 +399,10 @@ impl Shared {
                             let b = convert::hit_batch(&batch);
                             self.call(&callbacks, f, "onBatch", &b, Some(&info), Some(batch.slot));
                         }
+                    }
+                    // Everything was copied out: the core reuses the buffers.
+                    if let Ok(mut st) = self.state.try_borrow_mut() {
+                        st.client.recycle(batch);
                     }
                 }
                 Event::Status(s) => {
@@ -775,16 +784,30 @@ impl Shared {
                     return;
                 }
             };
+            // A large chunk (Chromium hands up to 2 MiB when the reader lags) is fed in
+            // slices, a batch each: wasm memory and the batches stay small and in cache.
             let len = chunk.length() as usize;
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            chunk.copy_to(&mut buf[..len]);
-            if self
-                .drive(|c, now| c.handle_data(id, &buf[..len], now))
-                .is_err()
-            {
-                return;
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(SLICE_BYTES);
+                if buf.len() < n {
+                    buf.resize(n, 0);
+                }
+                if at == 0 && n == len {
+                    chunk.copy_to(&mut buf[..n]);
+                } else {
+                    chunk
+                        .subarray(at as u32, (at + n) as u32)
+                        .copy_to(&mut buf[..n]);
+                }
+                at += n;
+                if self
+                    .drive(|c, now| c.handle_data(id, &buf[..n], now))
+                    .is_err()
+                    || self.stale(id)
+                {
+                    return;
+                }
             }
         }
     }
