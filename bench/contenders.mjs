@@ -184,11 +184,54 @@ export async function runOnBatch({ LiveStream, open, url, expected }) {
   return { ...r, ids: { hi, lo, n }, timeSum };
 }
 
+/**
+ * Feeds the body to a bench-only wasm object (`push(chunk)` returns a count) and nothing
+ * crosses back to JavaScript: what the core costs alone. `make` builds the object.
+ */
+async function runCoreOnly(make, { open }) {
+  const target = make();
+  const t0 = performance.now();
+  const res = await open();
+  const reader = res.body.getReader();
+  let n = 0;
+  let chunks = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks++;
+    n += target.push(value);
+  }
+  const ms = performance.now() - t0;
+  target.free();
+  return { ms, ids: null, count: n, errors: 0, chunks };
+}
+
+/** (c) Framing alone in wasm (BenchFramer of the `bench` build): records counted. */
+export function runFraming(ctx) {
+  return runCoreOnly(() => new ctx.bench.BenchFramer(), ctx);
+}
+
+/** (c2) The whole core chain in wasm (BenchScanner): framing, validation and id rewriting,
+ * de-duplication and the batch, with no hit handed to JavaScript. */
+export function runCore(ctx) {
+  return runCoreOnly(() => new ctx.bench.BenchScanner(), ctx);
+}
+
 export const CONTENDERS = {
   baseline: runBaseline,
   onHits: runOnHits,
   onBatch: runOnBatch,
+  framing: runFraming,
+  core: runCore,
 };
+
+/** Contenders that need the `bench` build of the package and deliver counts, not ids. */
+export const CORE_ONLY = new Set(["framing", "core"]);
+
+/** The figures of a count-only run, in the shape `verify` returns. */
+export function countOnly(expected, count) {
+  return { delivered: count, wrong: 0, collisions: 0, duplicates: 0, missing: expected - count };
+}
 
 /**
  * Checks the delivered ids against the generator's truth, position by position:

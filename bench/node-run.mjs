@@ -1,12 +1,12 @@
 // One contender in one fresh Node process (so that its peak memory is its own), run by
 // bench/run.mjs:  node --expose-gc bench/node-run.mjs --contender onHits --source mem
 //   --hits 100000 --seed 1 --runs 5 [--server http://127.0.0.1:PORT] [--pkg DIR]
-//   [--soak 1000000]
+//   [--soak 1000000] [--bench-pkg DIR]   (DIR: the `bench` build, for framing/core)
 // Prints one JSON line with the per-run figures.
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 import { generate, streamingSource } from "./data.mjs";
-import { CONTENDERS, memoryResponse, pulledResponse, verify } from "./contenders.mjs";
+import { CONTENDERS, CORE_ONLY, countOnly, memoryResponse, pulledResponse, verify } from "./contenders.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -21,7 +21,9 @@ const seed = Number(args.seed ?? 1);
 const runs = Number(args.runs ?? 5);
 const pkgDir = path.resolve(args.pkg ?? new URL("../pkg", import.meta.url).pathname);
 
-const pkg = await import(pathToFileURL(path.join(pkgDir, "node.js")).href);
+// The core-only contenders run the `bench` build of the package instead.
+const usePkg = CORE_ONLY.has(contender) ? path.resolve(args["bench-pkg"]) : pkgDir;
+const pkg = await import(pathToFileURL(path.join(usePkg, "node.js")).href);
 const wasm = await pkg.default();
 const { LiveStream } = pkg;
 const wasmBytes = () => wasm.memory.buffer.byteLength;
@@ -57,15 +59,15 @@ for (let r = 0; r <= runs; r++) {
   peakHeap = 0;
   sample();
   const timer = setInterval(sample, 10);
-  const out = await run({ LiveStream, open, url, expected: hits });
+  const out = await run({ LiveStream, bench: pkg, open, url, expected: hits });
   clearInterval(timer);
   sample();
-  const check = verify(data.hitIdHigh, data.hitIdLow, out.ids);
+  const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(hits, out.count);
   if (r === 0) continue; // warm-up
   results.push({
     ms: out.ms,
     bytes: totalBytes,
-    hits: out.ids.n,
+    hits: check.delivered,
     ...check,
     errors: out.errors,
     firstError: out.firstError,

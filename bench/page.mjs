@@ -2,7 +2,7 @@
 // contender and source), then calls window.bench.prepare() and window.bench.run().
 import init, { LiveStream } from "/pkg/livestream_wasm.js";
 import { generate, fingerprint } from "/bench/data.mjs";
-import { CONTENDERS, memoryResponse, verify } from "/bench/contenders.mjs";
+import { CONTENDERS, CORE_ONLY, countOnly, memoryResponse, verify } from "/bench/contenders.mjs";
 
 let wasm;
 let data;
@@ -14,16 +14,22 @@ window.bench = {
     return { fingerprint: fingerprint(data.bytes), wasmBytes: wasm.memory.buffer.byteLength };
   },
   /** One run; returns the figures. `source`: "mem" or "net". */
-  async run(contender, source) {
+  async run(contender, source, benchPkgUrl = "/bench/out/pkg-bench") {
     const open =
       source === "mem"
         ? () => Promise.resolve(memoryResponse(data.bytes, 64 * 1024))
         : () => fetch("/data", { cache: "no-store" });
     const url = source === "net" && contender !== "baseline" ? `${location.origin}/api/1/stream/data` : undefined;
-    const out = await CONTENDERS[contender]({ LiveStream, open, url, expected: data.hits });
-    const check = verify(data.hitIdHigh, data.hitIdLow, out.ids);
+    let bench;
+    if (CORE_ONLY.has(contender)) {
+      // The `bench` build of the package (e.g. bench/out/pkg-bench, served under /bench/).
+      bench = await import(`${benchPkgUrl}/livestream_wasm.js`);
+      await bench.default();
+    }
+    const out = await CONTENDERS[contender]({ LiveStream, bench, open, url, expected: data.hits });
+    const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(data.hits, out.count);
     return {
-      ms: out.ms, bytes: data.bytes.length, hits: out.ids.n, ...check,
+      ms: out.ms, bytes: data.bytes.length, hits: check.delivered, ...check,
       errors: out.errors, firstError: out.firstError, chunks: out.chunks, wasmBytes: wasm.memory.buffer.byteLength,
     };
   },

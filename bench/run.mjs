@@ -3,11 +3,12 @@
 //
 //   node bench/run.mjs [--records N] [--runs R] [--seed S] [--quick] [--only node|chromium]
 //                      [--no-soak] [--soak-records N] [--profile] [--no-profile] [--pkg DIR]
+//                      [--bench-pkg DIR] [--no-core]
 //
 // Prints figures only (no timed assertions). Medians of R runs after one warm-up run.
 // Where a speed goal is missed, the slowest LiveStream contender is profiled in Node
 // (--cpu-prof) and the top functions by self time are printed (bench/profile-summary.mjs).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
@@ -42,6 +43,8 @@ const LABEL = {
   baseline: "(a) baseline: TextDecoder+split+JSON.parse",
   onHits: "(b) LiveStream onHits (objects)",
   onBatch: "(b2) LiveStream onBatch (ids+time)",
+  framing: "(c) framing alone (wasm, counted)",
+  core: "(c2) core alone: frame+scan+dedup+batch",
 };
 const SOURCES = ["mem", "net"];
 
@@ -53,6 +56,31 @@ for (const f of ["node.js", "livestream_wasm.js", "livestream_wasm_bg.wasm"]) {
 }
 
 const log = (...a) => process.stderr.write(a.join(" ") + "\n");
+
+// The core-only contenders (c, c2) need the `bench` build of the package (cargo feature
+// `bench`): by default bench/out/pkg-bench, rebuilt when missing or older than the package.
+const defaultBenchPkg = path.join(outDir, "pkg-bench");
+const benchPkgDir = path.resolve(opt("bench-pkg", defaultBenchPkg));
+let coreOnly = !flag("no-core");
+if (coreOnly) {
+  const wasmOf = (dir) => path.join(dir, "livestream_wasm_bg.wasm");
+  const stale = !fs.existsSync(wasmOf(benchPkgDir)) ||
+    fs.statSync(wasmOf(benchPkgDir)).mtimeMs < fs.statSync(wasmOf(pkgDir)).mtimeMs;
+  if (stale && benchPkgDir === defaultBenchPkg) {
+    log(`bench: building the bench package into ${path.relative(root, benchPkgDir)} (BENCH_FEATURES=bench)…`);
+    const b = spawnSync("bash", [path.join(root, "scripts", "build-pkg.sh")], {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, BENCH_FEATURES: "bench", PKG_OUT_DIR: benchPkgDir },
+    });
+    if (b.status !== 0) coreOnly = false;
+  } else if (!fs.existsSync(wasmOf(benchPkgDir))) {
+    coreOnly = false;
+  }
+  if (!coreOnly) log("bench: no bench package: the core-only contenders (c, c2) are skipped");
+  else CONTENDER_NAMES.push("framing", "core");
+}
+// The page loads the bench package through the server's /bench/ route.
+const benchPkgUrl = "/" + path.relative(root, benchPkgDir).split(path.sep).join("/");
 
 // ---- helpers ---------------------------------------------------------------------------
 function runNode(args, extraNodeArgs = []) {
@@ -120,7 +148,8 @@ async function benchNode(server) {
     for (const contender of CONTENDER_NAMES) {
       log(`bench: node ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
       const out = await runNode(["--contender", contender, "--source", source, "--hits", String(hits),
-        "--seed", String(seed), "--runs", String(runs), "--server", server.base, "--pkg", pkgDir]);
+        "--seed", String(seed), "--runs", String(runs), "--server", server.base, "--pkg", pkgDir,
+        "--bench-pkg", benchPkgDir]);
       rows.push(summarise("node", contender, source, out.results));
     }
   }
@@ -161,6 +190,7 @@ async function benchChromium(browser, server) {
   let fingerprint;
   for (const source of SOURCES) {
     for (const contender of CONTENDER_NAMES) {
+      if ((contender === "framing" || contender === "core") && !benchPkgUrl.startsWith("/bench/")) continue;
       log(`bench: chromium ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
       const { context, page, cdp } = await openPage(browser, server);
       const prep = await page.evaluate(([h, s]) => window.bench.prepare(h, s), [hits, seed]);
@@ -177,7 +207,7 @@ async function benchChromium(browser, server) {
             await new Promise((res) => setTimeout(res, 20));
           }
         })();
-        const res = await page.evaluate(([c, s]) => window.bench.run(c, s), [contender, source]);
+        const res = await page.evaluate(([c, s, u]) => window.bench.run(c, s, u), [contender, source, benchPkgUrl]);
         running = false;
         await poller;
         if (r === 0) continue;
@@ -378,7 +408,7 @@ let profileText = "";
 let profPkg;
 if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" || only === "node")) await step("profile", async () => {
   // The slowest LiveStream contender in Node, from memory.
-  const lsRows = rows.filter((r) => r.env === "node" && r.source === "mem" && r.contender !== "baseline");
+  const lsRows = rows.filter((r) => r.env === "node" && r.source === "mem" && (r.contender === "onHits" || r.contender === "onBatch"));
   const slowest = lsRows.sort((a, b) => a.hitsPerS - b.hitsPerS)[0];
   if (slowest) {
     log(`bench: profiling node mem ${slowest.contender} with --cpu-prof…`);
@@ -406,7 +436,10 @@ const header = [
     `medians of ${runs} runs after a warm-up; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
     `"net" = real fetch from a local server (child process, chunked, 64 KiB writes)` + (fingerprint ? `; data ${fingerprint}` : ""),
   `ids wrong = hits whose hitIdHigh/hitIdLow string differs from the generator's; collide = distinct true ids delivered as ` +
-    `the same id as another; (c) framing alone: skipped (the package exports no framing-only entry)`,
+    `the same id as another; ` +
+    (coreOnly
+      ? `(c)/(c2): the \`bench\` build (${path.relative(root, benchPkgDir)}) fed the same body, nothing handed to JS (counts only)`
+      : "(c) framing alone: skipped (no bench package)"),
 ];
 const report = [
   ...header, "",

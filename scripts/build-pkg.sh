@@ -2,11 +2,16 @@
 # Builds the npm package's generated part into pkg/:
 #   1. wasm-pack (release, --target web, no package.json: the root package.json is the
 #      manifest), never downloading anything (--mode no-install);
-#   2. wasm-opt -Oz from the npm package binaryen (never Debian's binaryen 108, which writes
+#   2. wasm-opt -O3 from the npm package binaryen (never Debian's binaryen 108, which writes
 #      modules that fail to load: see README#setup);
 #   3. the hand-written entries from js/ (the Node entry and its types);
 #   4. prints the .wasm size, raw and gzipped.
-# Environment: CARGO_TARGET_DIR is respected (wasm-pack passes it to cargo).
+# Environment: CARGO_TARGET_DIR is respected (wasm-pack passes it to cargo);
+#   PKG_OUT_DIR   output directory (default pkg; it is removed and rebuilt);
+#   BENCH_FEATURES cargo features to add (e.g. "bench" for the framing/scan-only benchmark
+#                 classes); empty by default, so the shipped package is unchanged;
+#   WASM_OPT_LEVEL wasm-opt level (default -O3: as small as -Oz after opt-level "s", and
+#                 no slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,25 +23,33 @@ if [ ! -x "$wasm_opt" ]; then
   exit 1
 fi
 
-rm -rf pkg
-wasm-pack --quiet build --release --target web --out-dir pkg --out-name livestream_wasm \
-  --no-pack --mode no-install
+out="${PKG_OUT_DIR:-pkg}"
+level="${WASM_OPT_LEVEL:--O3}"
+features=()
+if [ -n "${BENCH_FEATURES:-}" ]; then
+  features=(--features "$BENCH_FEATURES")
+fi
+rm -rf "$out"
+# wasm-pack resolves --out-dir against the crate directory: make it absolute.
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+wasm-pack --quiet build --release --target web --out-dir "$out" --out-name livestream_wasm \
+  --no-pack --mode no-install -- "${features[@]}"
 
-wasm=pkg/livestream_wasm_bg.wasm
+wasm="$out/livestream_wasm_bg.wasm"
 raw_before=$(wc -c <"$wasm")
-"$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+"$wasm_opt" "$level" --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$wasm" -o "$wasm.opt"
 mv "$wasm.opt" "$wasm"
 
 # wasm-pack writes a `*` .gitignore into pkg/, which npm pack would obey too.
-rm -f pkg/.gitignore pkg/package.json pkg/README.md
-cp js/node.js js/node.d.ts pkg/
+rm -f "$out/.gitignore" "$out/package.json" "$out/README.md"
+cp js/node.js js/node.d.ts "$out/"
 
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
-js_raw=$(cat pkg/livestream_wasm.js pkg/snippets/*/js/*.js | wc -c)
-js_gz=$(cat pkg/livestream_wasm.js pkg/snippets/*/js/*.js | gzip -9 -c | wc -c)
-printf 'build-pkg: %s: %d bytes from wasm-bindgen, %d bytes after wasm-opt -Oz, %d bytes gzipped\n' \
-  "$wasm" "$raw_before" "$raw" "$gz"
+js_raw=$(cat "$out/livestream_wasm.js" "$out"/snippets/*/js/*.js | wc -c)
+js_gz=$(cat "$out/livestream_wasm.js" "$out"/snippets/*/js/*.js | gzip -9 -c | wc -c)
+printf 'build-pkg: %s: %d bytes from wasm-bindgen, %d bytes after wasm-opt %s, %d bytes gzipped\n' \
+  "$wasm" "$raw_before" "$raw" "$level" "$gz"
 printf 'build-pkg: JavaScript glue: %d bytes, %d bytes gzipped\n' "$js_raw" "$js_gz"

@@ -10,7 +10,10 @@
 //! - `convert`: events and stats as plain JavaScript objects; `HitBatch` (js/hit-batch.js).
 //! - `js`: the JavaScript APIs used, declared structurally.
 //! - `types`: the TypeScript declarations of the public surface.
+//! - `bench` (cargo feature `bench` only): framing-only and core-only benchmark classes.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod convert;
 mod driver;
 mod js;

@@ -1,0 +1,122 @@
+//! Benchmark-only entry points (cargo feature `bench`, off by default: the shipped package
+//! never contains them). They run parts of the core from JavaScript without handing any hit
+//! to JavaScript, so `npm run bench` can show what framing and the whole core chain cost
+//! on their own, next to the full `onHits`/`onBatch` pipelines.
+
+use wasm_bindgen::prelude::*;
+
+use crate::core::framer::{FrameSink, Framer};
+use crate::core::{Action, Client, Config, Event, Options, ResponseHead};
+
+/// Counts what the framer finds.
+#[derive(Default)]
+struct Count {
+    records: u32,
+}
+
+impl FrameSink for Count {
+    fn record(&mut self, _record: &[u8]) {
+        self.records += 1;
+    }
+    fn oversized(&mut self, _bytes: u64) {}
+    fn gzip_error(&mut self, _message: &str) {}
+}
+
+/// Framing alone: bytes in, records counted.
+#[doc(hidden)]
+#[wasm_bindgen(skip_typescript)]
+pub struct BenchFramer {
+    framer: Framer,
+}
+
+#[wasm_bindgen]
+impl BenchFramer {
+    /// A framer with the default record size cap.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> BenchFramer {
+        let max = Config::new(Options {
+            url: Some("https://localhost/bench".into()),
+            ..Options::default()
+        })
+        .map(|c| c.max_record_bytes)
+        .unwrap_or(1 << 20);
+        BenchFramer {
+            framer: Framer::new(max),
+        }
+    }
+
+    /// Frames one chunk; returns how many records it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> u32 {
+        let mut count = Count::default();
+        self.framer.push(chunk, &mut count);
+        count.records
+    }
+}
+
+impl Default for BenchFramer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The whole core chain (framing, validation and id rewriting, de-duplication, the batch
+/// for JavaScript) through a real [`Client`] with default options, with nothing handed to
+/// JavaScript: each batch is recycled at once.
+#[doc(hidden)]
+#[wasm_bindgen(skip_typescript)]
+pub struct BenchScanner {
+    client: Client,
+    id: u64,
+}
+
+#[wasm_bindgen]
+impl BenchScanner {
+    /// A started client whose one connection has an open 200 body.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> BenchScanner {
+        let config = Config::new(Options {
+            url: Some("https://localhost/bench".into()),
+            ..Options::default()
+        })
+        .expect("default options are valid");
+        let mut client = Client::new(config, 1);
+        client.start(0);
+        let mut id = 0;
+        while let Some(action) = client.poll_action() {
+            if let Action::Connect(req) = action {
+                id = req.id;
+            }
+        }
+        let head = ResponseHead {
+            status: 200,
+            ..ResponseHead::default()
+        };
+        client.handle_response(id, head, 0);
+        let mut scanner = BenchScanner { client, id };
+        scanner.drain();
+        scanner
+    }
+
+    /// Feeds one chunk of the body; returns how many new hits it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> u32 {
+        self.client.handle_data(self.id, chunk, 0);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> u32 {
+        let mut hits = 0;
+        while let Some(event) = self.client.poll_event() {
+            if let Event::Hits(batch) = event {
+                hits += batch.len() as u32;
+                self.client.recycle(batch);
+            }
+        }
+        hits
+    }
+}
+
+impl Default for BenchScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
