@@ -1,8 +1,11 @@
-// One contender in one fresh Node process (so that its peak memory is its own), run by
-// bench/run.mjs:  node --expose-gc bench/node-run.mjs --contender onHits --source mem
+// Contenders in one fresh Node process, run by bench/run.mjs:
+//   node --expose-gc bench/node-run.mjs --contender baseline,onHits,onBatch --source mem
 //   --hits 100000 --seed 1 --runs 5 [--server http://127.0.0.1:PORT] [--pkg DIR]
 //   [--soak 1000000] [--bench-pkg DIR]   (DIR: the `bench` build, for framing/core)
-// Prints one JSON line with the per-run figures.
+// Several contenders (comma-separated) run interleaved, round by round (warm-up round first),
+// so that the machine's drift hits all of them alike and a per-round ratio is meaningful.
+// The heap is collected before every run, so each run's peak heap is its own. Prints one
+// JSON line per contender with the per-run figures.
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 import { generate, streamingSource } from "./data.mjs";
@@ -14,7 +17,8 @@ const args = Object.fromEntries(
     return acc;
   }, []),
 );
-const contender = args.contender;
+const contenders = String(args.contender).split(",");
+const contender = contenders[0]; // the soak runs the first one
 const source = args.source ?? "mem";
 const hits = Number(args.hits ?? 100_000);
 const seed = Number(args.seed ?? 1);
@@ -22,11 +26,14 @@ const runs = Number(args.runs ?? 5);
 const pkgDir = path.resolve(args.pkg ?? new URL("../pkg", import.meta.url).pathname);
 
 // The core-only contenders run the `bench` build of the package instead.
-const usePkg = CORE_ONLY.has(contender) ? path.resolve(args["bench-pkg"]) : pkgDir;
-const pkg = await import(pathToFileURL(path.join(usePkg, "node.js")).href);
+const pkg = await import(pathToFileURL(path.join(pkgDir, "node.js")).href);
 const wasm = await pkg.default();
+const benchPkg = contenders.some((c) => CORE_ONLY.has(c))
+  ? await import(pathToFileURL(path.join(path.resolve(args["bench-pkg"]), "node.js")).href)
+  : null;
+const benchWasm = benchPkg ? await benchPkg.default() : null;
 const { LiveStream } = pkg;
-const wasmBytes = () => wasm.memory.buffer.byteLength;
+const wasmBytes = (c) => (CORE_ONLY.has(c) ? benchWasm : wasm).memory.buffer.byteLength;
 
 let peakRss = 0;
 let peakHeap = 0;
@@ -47,39 +54,42 @@ const open =
   source === "mem"
     ? () => Promise.resolve(memoryResponse(data.bytes, 64 * 1024, sample))
     : () => fetch(`${args.server}/data`, { cache: "no-store" });
-const url = source === "net" && contender !== "baseline" ? `${args.server}/data` : undefined;
-const run = CONTENDERS[contender];
-if (!run) throw new Error(`unknown contender ${contender}`);
-
-const results = [];
+const results = Object.fromEntries(contenders.map((c) => [c, []]));
+for (const c of contenders) if (!CONTENDERS[c]) throw new Error(`unknown contender ${c}`);
 for (let r = 0; r <= runs; r++) {
-  globalThis.gc?.();
-  const heapBefore = process.memoryUsage().heapUsed;
-  peakRss = 0;
-  peakHeap = 0;
-  sample();
-  const timer = setInterval(sample, 10);
-  const out = await run({ LiveStream, bench: pkg, open, url, expected: hits });
-  clearInterval(timer);
-  sample();
-  const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(hits, out.count);
-  if (r === 0) continue; // warm-up
-  results.push({
-    ms: out.ms,
-    bytes: totalBytes,
-    hits: check.delivered,
-    ...check,
-    errors: out.errors,
-    firstError: out.firstError,
-    chunks: out.chunks,
-    peakRss,
-    peakHeap,
-    heapBefore,
-    wasmBytes: wasmBytes(),
-  });
-  out.ids = null;
+  for (const c of contenders) {
+    const url = source === "net" && c !== "baseline" ? `${args.server}/data` : undefined;
+    globalThis.gc?.();
+    const heapBefore = process.memoryUsage().heapUsed;
+    peakRss = 0;
+    peakHeap = 0;
+    sample();
+    const timer = setInterval(sample, 10);
+    const bench = CORE_ONLY.has(c) ? benchPkg : pkg;
+    const out = await CONTENDERS[c]({ LiveStream, bench, open, url, expected: hits });
+    clearInterval(timer);
+    sample();
+    const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(hits, out.count);
+    if (r === 0) continue; // warm-up round
+    results[c].push({
+      ms: out.ms,
+      bytes: totalBytes,
+      hits: check.delivered,
+      ...check,
+      errors: out.errors,
+      firstError: out.firstError,
+      chunks: out.chunks,
+      peakRss,
+      peakHeap,
+      heapBefore,
+      wasmBytes: wasmBytes(c),
+    });
+    out.ids = null;
+  }
 }
-process.stdout.write(JSON.stringify({ env: "node", contender, source, results }) + "\n");
+for (const c of contenders) {
+  process.stdout.write(JSON.stringify({ env: "node", contender: c, source, results: results[c] }) + "\n");
+}
 
 /** 1 M records through one connection, data made on the fly; heap after a forced GC. */
 async function soak(total) {
@@ -92,7 +102,7 @@ async function soak(total) {
   const mark = (label) => {
     globalThis.gc?.();
     const m = process.memoryUsage();
-    points.push({ label, hits: delivered, ms: performance.now() - t0, heapUsed: m.heapUsed, rss: m.rss, wasmBytes: wasmBytes() });
+    points.push({ label, hits: delivered, ms: performance.now() - t0, heapUsed: m.heapUsed, rss: m.rss, wasmBytes: wasmBytes(contender) });
   };
   const check = () => {
     while (nextMark < marks.length && delivered >= marks[nextMark] * total) {

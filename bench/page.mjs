@@ -1,4 +1,4 @@
-// The browser side of the benchmark: bench/run.mjs opens this page (one fresh page per
+// The browser side of the benchmark: bench/run.mjs opens this page (one fresh page per feed,
 // contender and source), then calls window.bench.prepare() and window.bench.run().
 import init, { LiveStream } from "/pkg/livestream_wasm.js";
 import { generate, fingerprint } from "/bench/data.mjs";

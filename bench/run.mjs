@@ -5,7 +5,9 @@
 //                      [--no-soak] [--soak-records N] [--profile] [--no-profile] [--pkg DIR]
 //                      [--bench-pkg DIR] [--no-core]
 //
-// Prints figures only (no timed assertions). Medians of R runs after one warm-up run.
+// Prints figures only (no timed assertions). The contenders of one environment and feed run
+// interleaved, round by round (a warm-up round first); "× base" is the median of the
+// per-round ratios, so drift of a shared machine hits baseline and contender alike.
 // Where a speed goal is missed, the slowest LiveStream contender is profiled in Node
 // (--cpu-prof) and the top functions by self time are printed (bench/profile-summary.mjs).
 import { spawn, spawnSync } from "node:child_process";
@@ -95,7 +97,10 @@ function runNode(args, extraNodeArgs = []) {
     p.stderr.on("data", (d) => (err += d));
     p.on("close", (code) => {
       if (code !== 0) reject(new Error(`node-run ${args.join(" ")} exited ${code}:\n${err}`));
-      else resolve(JSON.parse(out.trim().split("\n").pop()));
+      else {
+        const lines = out.trim().split("\n").map((l) => JSON.parse(l));
+        resolve(lines.length === 1 ? lines[0] : lines);
+      }
     });
   });
 }
@@ -128,6 +133,7 @@ function summarise(env, contender, source, results) {
   return {
     env, contender, source, ms,
     runs: results.length,
+    msList: results.map((r) => r.ms),
     hits: r0.hits,
     hitsPerS: r0.hits / (ms / 1000),
     mbPerS: r0.bytes / 1e6 / (ms / 1000),
@@ -145,13 +151,11 @@ function summarise(env, contender, source, results) {
 async function benchNode(server) {
   const rows = [];
   for (const source of SOURCES) {
-    for (const contender of CONTENDER_NAMES) {
-      log(`bench: node ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
-      const out = await runNode(["--contender", contender, "--source", source, "--hits", String(hits),
-        "--seed", String(seed), "--runs", String(runs), "--server", server.base, "--pkg", pkgDir,
-        "--bench-pkg", benchPkgDir]);
-      rows.push(summarise("node", contender, source, out.results));
-    }
+    log(`bench: node ${source}: ${CONTENDER_NAMES.join(", ")} interleaved (${runs} rounds + warm-up, ${hits} records)…`);
+    const outs = await runNode(["--contender", CONTENDER_NAMES.join(","), "--source", source, "--hits", String(hits),
+      "--seed", String(seed), "--runs", String(runs), "--server", server.base, "--pkg", pkgDir,
+      "--bench-pkg", benchPkgDir]);
+    for (const out of [outs].flat()) rows.push(summarise("node", out.contender, source, out.results));
   }
   return rows;
 }
@@ -188,15 +192,15 @@ async function heapUsed(cdp) {
 async function benchChromium(browser, server) {
   const rows = [];
   let fingerprint;
+  const names = CONTENDER_NAMES.filter((c) => !((c === "framing" || c === "core") && !benchPkgUrl.startsWith("/bench/")));
   for (const source of SOURCES) {
-    for (const contender of CONTENDER_NAMES) {
-      if ((contender === "framing" || contender === "core") && !benchPkgUrl.startsWith("/bench/")) continue;
-      log(`bench: chromium ${source} ${contender} (${runs} runs + warm-up, ${hits} records)…`);
-      const { context, page, cdp } = await openPage(browser, server);
-      const prep = await page.evaluate(([h, s]) => window.bench.prepare(h, s), [hits, seed]);
-      fingerprint = prep.fingerprint;
-      const results = [];
-      for (let r = 0; r <= runs; r++) {
+    log(`bench: chromium ${source}: ${names.join(", ")} interleaved (${runs} rounds + warm-up, ${hits} records)…`);
+    const { context, page, cdp } = await openPage(browser, server);
+    const prep = await page.evaluate(([h, s]) => window.bench.prepare(h, s), [hits, seed]);
+    fingerprint = prep.fingerprint;
+    const results = Object.fromEntries(names.map((c) => [c, []]));
+    for (let r = 0; r <= runs; r++) {
+      for (const contender of names) {
         await cdp.send("HeapProfiler.collectGarbage").catch(() => {});
         let peak = await heapUsed(cdp);
         let running = true;
@@ -210,14 +214,26 @@ async function benchChromium(browser, server) {
         const res = await page.evaluate(([c, s, u]) => window.bench.run(c, s, u), [contender, source, benchPkgUrl]);
         running = false;
         await poller;
-        if (r === 0) continue;
-        results.push({ ...res, peakHeap: peak });
+        if (r === 0) continue; // warm-up round
+        results[contender].push({ ...res, peakHeap: peak });
       }
-      await context.close();
-      rows.push(summarise("chromium", contender, source, results));
     }
+    await context.close();
+    for (const c of names) rows.push(summarise("chromium", c, source, results[c]));
   }
   return { rows, fingerprint };
+}
+
+/**
+ * Speed of `r` relative to the baseline `b`: the median of the per-round ratios when both ran
+ * interleaved (same number of rounds), so drift of the machine cancels out; else the ratio of
+ * the medians.
+ */
+function ratioTo(b, r) {
+  if (b.msList?.length && b.msList.length === r.msList?.length) {
+    return median(b.msList.map((ms, i) => ms / r.msList[i]));
+  }
+  return b.ms / r.ms;
 }
 
 async function soakChromium(browser, server, contender) {
@@ -279,7 +295,7 @@ function speedTable(rows) {
   const base = (env, source) => rows.find((r) => r.env === env && r.source === source && r.contender === "baseline");
   const out = rows.map((r) => {
     const b = base(r.env, r.source);
-    const ratio = b ? b.ms / r.ms : NaN;
+    const ratio = b ? ratioTo(b, r) : NaN;
     const mem = r.env === "node"
       ? `rss ${mib(r.peakRss)} / heap ${mib(r.peakHeap)}`
       : `heap ${mib(r.peakHeap)}`;
@@ -309,7 +325,7 @@ function goals(rows, soaks, sz) {
       const bb = find(env, source, "onBatch");
       if (!b) continue;
       if (h) {
-        const ratio = b.ms / h.ms;
+        const ratio = ratioTo(b, h);
         const exact = h.wrong === 0 && h.collisions === 0 && h.duplicates === 0 && h.missing === 0;
         const ok = ratio >= 1.0 && exact;
         if (ratio < 1.0) speedMissed = true;
@@ -319,7 +335,7 @@ function goals(rows, soaks, sz) {
           `(${(100 * b.wrong / b.hits).toFixed(1)} %), ${b.collisions} distinct ids collide`));
       }
       if (bb) {
-        const ratio = b.ms / bb.ms;
+        const ratio = ratioTo(b, bb);
         const ok = ratio >= 2.5 && bb.wrong === 0;
         if (ratio < 2.5) speedMissed = true;
         lines.push(verdict(ok, `onBatch (ids+time only) ≥ 2.5× baseline, ${env}/${source}: ${ratio.toFixed(2)}× ` +
@@ -433,7 +449,7 @@ if ((speedMissed || flag("profile")) && !flag("no-profile") && (only === "all" |
 const header = [
   `livestream-wasm bench — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}`,
   `data: ${hits.toLocaleString("en-US")} hits (seed ${seed}) + ~0.5 % empty records, CRLF, ~1.2 KB/record; ` +
-    `medians of ${runs} runs after a warm-up; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
+    `contenders interleaved round by round in one process / page, medians of ${runs} rounds after a warm-up round, "× base" = median of the per-round ratios; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
     `"net" = real fetch from a local server (child process, chunked, 64 KiB writes)` + (fingerprint ? `; data ${fingerprint}` : ""),
   `ids wrong = hits whose hitIdHigh/hitIdLow string differs from the generator's; collide = distinct true ids delivered as ` +
     `the same id as another; ` +
