@@ -151,8 +151,9 @@ fn stream_url(name: &str) -> String {
 }
 
 /// A fake fetch serving `specs` in turn (the last one repeats). A spec is
-/// `{status?, body?: Uint8Array, chunkSize?, hold?, headers?, reject?}`: the body is
-/// enqueued `chunkSize` bytes per read; `hold` keeps it open after the last byte. The
+/// `{status?, body?: Uint8Array, chunkSize?, chunks?: Uint8Array[], chunkDelayMs?, hold?,
+/// headers?, reject?}`: the body is enqueued `chunkSize` bytes per read (or as the given
+/// `chunks`), `chunkDelayMs` apart; `hold` keeps it open after the last byte. The
 /// function records `calls` and counts `aborted` signals and `cancelled` bodies in `state`.
 fn fake_fetch(specs: &Array) -> Function {
     let make = js_fn(
@@ -163,8 +164,10 @@ fn fake_fetch(specs: &Array) -> Function {
           const spec = specs[Math.min(state.calls.length, specs.length - 1)];
           state.calls.push({ url, init });
           if (spec.reject) return Promise.reject(new TypeError(spec.reject));
-          const bytes = spec.body || new Uint8Array(0);
+          const chunks = spec.chunks ? spec.chunks.slice() : null;
+          const bytes = chunks ? new Uint8Array(0) : spec.body || new Uint8Array(0);
           const size = spec.chunkSize || Math.max(bytes.length, 1);
+          let sent = 0;
           const signal = init && init.signal;
           let pos = 0;
           const body = new ReadableStream({
@@ -175,7 +178,17 @@ fn fake_fetch(specs: &Array) -> Function {
               });
             },
             pull(c) {
-              if (pos < bytes.length) { c.enqueue(bytes.slice(pos, pos + size)); pos += size; return; }
+              const more = chunks ? chunks.length > 0 : pos < bytes.length;
+              if (more) {
+                const send = () => {
+                  if (chunks) c.enqueue(chunks.shift());
+                  else { c.enqueue(bytes.slice(pos, pos + size)); pos += size; }
+                  sent++;
+                };
+                if (spec.chunkDelayMs && sent > 0) return new Promise((r) => setTimeout(r, spec.chunkDelayMs)).then(send);
+                send();
+                return;
+              }
               if (spec.hold) return new Promise(() => {});
               c.close();
             },
@@ -570,6 +583,51 @@ async fn malformed_record_is_reported_and_the_next_is_delivered() {
         ["connecting", "open"],
         "the connection stayed open"
     );
+    ls.close().unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn idle_timeout_follows_activity_then_turns_silence_into_a_loss() {
+    // CRLF keep-alives every 100 ms for ~1 s keep a 350 ms idle timeout from firing (the
+    // shell's timer must follow the moving deadline); then a record, then silence: the
+    // connection is lost, the request aborted, and the client waits.
+    let chunks = Array::new();
+    for _ in 0..10 {
+        chunks.push(&Uint8Array::from(&b"\r\n"[..]));
+    }
+    chunks.push(&Uint8Array::from(
+        crlf(&[record(BIG_ID, "5", "last")]).as_bytes(),
+    ));
+    let s0 = spec(200, b"", 1, true);
+    set(s0.unchecked_ref(), "chunks", chunks);
+    set(s0.unchecked_ref(), "chunkDelayMs", 100);
+    let f = fake_fetch(&Array::of1(&s0));
+    let log = Shared::default();
+    let o = options("https://example.test/api/1/stream/idle", &log);
+    set(&o, "fetch", f.clone());
+    set(&o, "idleTimeoutMs", 350);
+    set(&o, "reconnectDelayMs", 60_000);
+    let ls = stream(&o);
+    let t0 = now_ms();
+    ls.start().unwrap();
+    wait_for(5000, "the record", || log.borrow().hits.len() == 1).await;
+    assert_eq!(
+        log.borrow().states(),
+        ["connecting", "open"],
+        "keep-alives are activity"
+    );
+    assert!(
+        now_ms() - t0 >= 900.0,
+        "the record came after ~1 s of keep-alives"
+    );
+    wait_for(5000, "waiting after silence", || {
+        log.borrow().states().last().map(String::as_str) == Some("waiting")
+    })
+    .await;
+    assert_eq!(log.borrow().error_codes(), ["idle_timeout"]);
+    let st = fetch_state(&f);
+    let aborted = n(&st, "aborted") + n(&st, "cancelled");
+    assert!(aborted >= 1.0, "the silent request is aborted");
     ls.close().unwrap();
 }
 

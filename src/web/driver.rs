@@ -244,14 +244,21 @@ impl Shared {
         while let Some(event) = st.client.poll_event() {
             work.events.push(event);
         }
-        let due = st.client.poll_timeout();
-        if due != st.timer.as_ref().map(|(at, _)| *at) {
-            st.timer = due.map(|at| {
+        // Re-arm only when the deadline comes sooner than the armed timer (or none is armed).
+        // A later deadline is picked up when the armed timer fires (`on_timer` re-arms): the
+        // idle deadline moves with every chunk, and re-arming each time would cost a
+        // clearTimeout, a setTimeout and a closure per chunk.
+        if let Some(at) = st.client.poll_timeout() {
+            let sooner = match &st.timer {
+                Some((armed, _)) => at < *armed,
+                None => true,
+            };
+            if sooner {
                 // setTimeout takes an i32; a longer wait fires early and is re-armed.
                 let wait = at.saturating_sub(now).min(i32::MAX as u64) as u32;
                 let me = Rc::clone(self);
-                (at, Timeout::new(wait, move || me.on_timer()))
-            });
+                st.timer = Some((at, Timeout::new(wait, move || me.on_timer())));
+            }
         }
         work
     }
