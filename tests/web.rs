@@ -324,77 +324,46 @@ fn batch_ids(log: &Shared) -> Vec<(String, String)> {
 
 // ---- tests ----------------------------------------------------------------------------------
 
+/// Options with a valid `url` and one more `key`.
+fn url_and(key: &str, value: impl Into<JsValue>) -> Object {
+    let o = Object::new();
+    set(&o, "url", "https://h/api/1/stream/x");
+    set(&o, key, value);
+    o
+}
+
 #[wasm_bindgen_test]
 fn constructor_errors_name_option_value_and_range() {
     let cases: Vec<(Object, &str, &[&str])> = vec![
         (Object::new(), "TypeError", &["url", "missing"]),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "maxConnections", 9);
-                o
-            },
+            url_and("maxConnections", 9),
             "RangeError",
             &["maxConnections", "9", "1 to 8"],
         ),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "maxConection", 2);
-                o
-            },
+            url_and("maxConection", 2),
             "TypeError",
             &["maxConection", "did you mean maxConnections"],
         ),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "reconnectDelayMs", "60000");
-                o
-            },
+            url_and("reconnectDelayMs", "60000"),
             "TypeError",
             &["reconnectDelayMs", "\"60000\"", "a number, not a string"],
         ),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "token", 42);
-                o
-            },
+            url_and("token", 42),
             "TypeError",
             &["token", "42", "a string or a function"],
         ),
+        (url_and("token", "  "), "RangeError", &["token", "empty"]),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "token", "  ");
-                o
-            },
-            "RangeError",
-            &["token", "empty"],
-        ),
-        (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "onHits", "nope");
-                o
-            },
+            url_and("onHits", "nope"),
             "TypeError",
             &["onHits", "\"nope\"", "a function"],
         ),
         (
-            {
-                let o = Object::new();
-                set(&o, "url", "https://h/api/1/stream/x");
-                set(&o, "idleTimeoutMs", 5);
-                o
-            },
+            url_and("idleTimeoutMs", 5),
             "RangeError",
             &["idleTimeoutMs", "5", "10 to"],
         ),
