@@ -4,7 +4,7 @@ mod support;
 
 use livestream_wasm::core::{ErrorCode, Event, Options, ResponseHead, SlotState};
 use proptest::prelude::*;
-use support::{options, record, Harness, URL};
+use support::{crc32, options, record, Harness, URL};
 
 const DELAY: u64 = 60_000;
 const JITTER: u64 = 15_000;
@@ -531,21 +531,6 @@ fn corrupt_gzip_is_a_loss() {
     assert_eq!(h.state(0), SlotState::Waiting);
     assert_eq!(h.errors().last().unwrap().code, ErrorCode::GzipError);
     assert_eq!(h.aborts.len(), 1);
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

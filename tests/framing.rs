@@ -5,12 +5,15 @@
 //! around miniz_oxide's deflate, serde_json for JSON validity and values, and a
 //! `HashSet` + `VecDeque` model for de-duplication.
 
+mod support;
+
 use livestream_wasm::core::dedup::Dedup;
 use livestream_wasm::core::framer::{FrameSink, Framer};
 use livestream_wasm::core::record::{rewrite_record, HitKey, RecordErrorKind, ID_FIELDS};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
+use support::crc32;
 
 // ----- helpers ---------------------------------------------------------------------------
 
@@ -78,22 +81,6 @@ fn feed(framer: &mut Framer, body: &[u8], sizes: &[usize], max: usize) -> (Vec<E
     }
     let left = framer.finish();
     (sink.0, left)
-}
-
-/// Bit-by-bit CRC-32 (IEEE), the reference.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 /// One gzip member around `data`; `flags` picks FHCRC(2)/FEXTRA(4)/FNAME(8)/FCOMMENT(16).

@@ -199,3 +199,19 @@ pub fn record(high: u64, low: u64) -> String {
         r#"{{"reportSuite":"examplecomprod","hitIdHigh":{high},"hitIdLow":{low},"visIdHigh":1944017885723175213,"visIdLow":2512895455560210216,"timeGMT":1372782179,"receivedTimeGMT":1372782180,"pageName":"Page #8552","geoCity":"paris","evars":{{"evars":{{"eVar1":"Summer"}}}},"newField":[1,2,{{"x":null}}]}}"#
     )
 }
+
+/// Bit-by-bit CRC-32 (IEEE): an independent reference for building gzip trailers in tests.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
