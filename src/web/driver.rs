@@ -22,7 +22,9 @@ use wasm_bindgen_futures::JsFuture;
 use super::convert;
 use super::js::{self, set};
 use super::options::{Callbacks, TokenSource};
-use crate::core::{Action, Client, ConnectRequest, Event, Millis, ResponseHead, SlotState};
+use crate::core::{
+    Action, Client, ConnectRequest, Event, Millis, ResponseHead, SlotState, StatusEvent,
+};
 
 /// The largest piece of a body chunk fed to the core at once (one batch each).
 const SLICE_BYTES: usize = 256 * 1024;
@@ -331,16 +333,7 @@ impl Shared {
         }
         for event in work.events {
             if let Event::Status(s) = event {
-                if let Some(f) = &callbacks.on_status {
-                    self.call(
-                        &callbacks,
-                        f,
-                        "onStatus",
-                        &convert::status(&s),
-                        None,
-                        Some(s.slot),
-                    );
-                }
+                self.emit_status(&callbacks, &s);
             }
         }
         Ok(())
@@ -379,6 +372,20 @@ impl Shared {
 
     // ---- delivery -------------------------------------------------------------------------
 
+    /// Calls `onStatus`, if set, with `s`.
+    fn emit_status(&self, callbacks: &Callbacks, s: &StatusEvent) {
+        if let Some(f) = &callbacks.on_status {
+            self.call(
+                callbacks,
+                f,
+                "onStatus",
+                &convert::status(s),
+                None,
+                Some(s.slot),
+            );
+        }
+    }
+
     fn deliver(&self, events: Vec<Event>) {
         for event in events {
             if self.closed.get() || panicked() {
@@ -412,18 +419,7 @@ impl Shared {
                         st.client.recycle(batch);
                     }
                 }
-                Event::Status(s) => {
-                    if let Some(f) = &callbacks.on_status {
-                        self.call(
-                            &callbacks,
-                            f,
-                            "onStatus",
-                            &convert::status(&s),
-                            None,
-                            Some(s.slot),
-                        );
-                    }
-                }
+                Event::Status(s) => self.emit_status(&callbacks, &s),
                 Event::Error(e) => {
                     if let Some(f) = &callbacks.on_error {
                         self.call(&callbacks, f, "onError", &convert::error(&e), None, e.slot);
