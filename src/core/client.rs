@@ -522,6 +522,11 @@ impl Client {
             .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
     }
 
+    /// True when [`Client::poll_output`] has more than the final [`Output::Wait`] to give.
+    pub fn has_pending_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// When [`Client::handle_timeout`] is due next (None: no timer needed). The same instant
     /// that [`Output::Wait`] carries.
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     CallbackError,
     /// A bug inside the client (a Rust panic); the host stopped every client it affects.
     InternalError,
+    /// A pull consumer fell behind its bounded buffer; new hits were dropped and counted.
+    ConsumerOverflow,
 }
 
 impl ErrorCode {
@@ -92,11 +94,12 @@ impl ErrorCode {
             GzipError => "gzip_error",
             CallbackError => "callback_error",
             InternalError => "internal_error",
+            ConsumerOverflow => "consumer_overflow",
         }
     }
 
     /// Every code, in documentation order: the one list hosts and documents are checked against.
-    pub const ALL: [ErrorCode; 26] = {
+    pub const ALL: [ErrorCode; 27] = {
         use ErrorCode::*;
         [
             BadRequest,
@@ -125,6 +128,7 @@ impl ErrorCode {
             GzipError,
             CallbackError,
             InternalError,
+            ConsumerOverflow,
         ]
     };
 }

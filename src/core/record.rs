@@ -1293,4 +1293,3 @@ mod tests {
         assert_eq!(out, b"prefix{\"hitIdLow\":\"5\"}");
     }
 }
-
