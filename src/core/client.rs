@@ -13,7 +13,7 @@ use super::config::Config;
 use super::dedup::Dedup;
 use super::framer::{FrameSink, Framer};
 use super::policy::{self, Verdict};
-use super::record::{rewrite_record, text_class, RecordInfo, TextClass};
+use super::record::{scan_record, text_class, write_with_quoted_ids, RecordInfo, TextClass};
 use super::Millis;
 
 pub use super::policy::ErrorCode;
@@ -1037,8 +1037,11 @@ impl FrameSink for RecordSink<'_> {
             self.batch.json.push(b',');
         }
         let start = self.batch.json.len();
-        match rewrite_record(record, &mut self.batch.json) {
-            Ok(info) => {
+        // Filled only for a record with invalid UTF-8 (no allocation otherwise).
+        let mut repaired = Vec::new();
+        match scan_record(record, &mut repaired) {
+            Ok(scanned) => {
+                let info = scanned.info;
                 if let Some(key) = info.hit_key {
                     if !self.dedup.insert(key) {
                         self.batch.json.truncate(mark);
@@ -1046,6 +1049,7 @@ impl FrameSink for RecordSink<'_> {
                         return;
                     }
                 }
+                write_with_quoted_ids(scanned.text, &info, &mut self.batch.json);
                 if info.replaced_invalid_utf8 {
                     self.counters.invalid_utf8 += 1;
                     self.report(
