@@ -228,7 +228,7 @@ fn main() {
 
     // Framing + scan + dedup.
     let t = best_of(5, || {
-        let mut d = Dedup::new(100_000);
+        let mut d = Dedup::new(100_000, 0x5eed);
         let mut s = Sink {
             out: Vec::with_capacity(1 << 21),
             records: 0,
@@ -248,7 +248,7 @@ fn main() {
     // Same from gzip.
     let gz = gzip(&body);
     let t = best_of(3, || {
-        let mut d = Dedup::new(100_000);
+        let mut d = Dedup::new(100_000, 0x5eed);
         let mut s = Sink {
             out: Vec::with_capacity(1 << 21),
             records: 0,
@@ -277,7 +277,7 @@ fn main() {
         })
         .collect();
     let t = best_of(5, || {
-        let mut d = Dedup::new(n / 4);
+        let mut d = Dedup::new(n / 4, 0x5eed);
         for k in &keys {
             std::hint::black_box(d.insert(*k));
         }
@@ -287,4 +287,27 @@ fn main() {
         n / 4,
         n as f64 / t / 1e6
     );
+
+    // Flooding (issue 13): ids crafted to share one hash under the old unkeyed hash
+    // (`high * C ^ low` constant) against random ids, window 100 000 (the default).
+    let crafted: Vec<_> = (1..=n as u64)
+        .map(|i| livestream_wasm::core::record::HitKey {
+            high: i,
+            low: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef,
+        })
+        .collect();
+    for (name, keys) in [("random", &keys), ("crafted", &crafted)] {
+        let mut d = Dedup::new(100_000, 0x5eed);
+        let t = Instant::now();
+        for k in keys.iter() {
+            std::hint::black_box(d.insert(*k));
+        }
+        let t = t.elapsed().as_secs_f64();
+        let (longest, total) = d.probe_stats();
+        println!(
+            "dedup flood, {n} {name:7} ids: {:8.2} ms, probe distance longest {longest}, average {:.2}",
+            t * 1e3,
+            total as f64 / d.len() as f64
+        );
+    }
 }

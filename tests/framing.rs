@@ -9,7 +9,7 @@
 mod support;
 
 use livestream_wasm::core::dedup::Dedup;
-use livestream_wasm::core::framer::{FrameSink, Framer};
+use livestream_wasm::core::framer::{FrameSink, Framer, KEEP_CAPACITY};
 use livestream_wasm::core::record::{
     scan_record, write_with_quoted_ids, HitKey, RecordError, RecordErrorKind, RecordInfo, ID_FIELDS,
 };
@@ -276,6 +276,95 @@ fn gzip_from_the_gzip_tool() {
         ]
     );
     assert_eq!(left, 0);
+}
+
+/// Issue 13 item 8: a record of exactly the cap whose CRLF comes in a later chunk used to
+/// double the buffer (1 MiB -> 2 MiB). The capacity must stay within cap + 1 after every
+/// push, whatever the chunking, and drop back to at most KEEP_CAPACITY once a large record
+/// is done.
+#[test]
+fn exact_max_records_do_not_grow_the_buffer_past_the_cap() {
+    for max in [64usize, 255, 256, 1000, 4096, KEEP_CAPACITY + 3000] {
+        for len in [max - 1, max, max + 1] {
+            let mut body = vec![b'x'; len];
+            body.extend(b"\r\n{\"next\":1}\r\n");
+            let mut want = vec![if len > max {
+                Ev::Oversized(len as u64)
+            } else {
+                Ev::Record(vec![b'x'; len])
+            }];
+            want.push(Ev::Record(b"{\"next\":1}".to_vec()));
+            // Cuts right before, inside and after the CRLF, and a few inside the record.
+            let mut cut_sets: Vec<Vec<usize>> = vec![
+                vec![len],
+                vec![len, 1],
+                vec![len + 1],
+                vec![len + 2],
+                vec![len - 1, 1, 1],
+                vec![len / 2, len - len / 2],
+                vec![len / 3, len / 3, len - 2 * (len / 3), 1],
+                vec![1, len - 1, 1],
+            ];
+            if max < 2000 {
+                cut_sets.push(vec![1]);
+                cut_sets.push(vec![7]);
+            }
+            for cuts in &cut_sets {
+                let mut f = Framer::new(max);
+                let mut sink = Events::default();
+                let mut rest = &body[..];
+                for &n in cuts.iter().chain(std::iter::repeat(&1_000_000)) {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let n = n.clamp(1, rest.len());
+                    f.push(&rest[..n], &mut sink);
+                    rest = &rest[n..];
+                    assert!(
+                        f.buffered_capacity() <= max + 1,
+                        "max {max}, record {len}, cuts {cuts:?}: capacity {} after a push",
+                        f.buffered_capacity()
+                    );
+                }
+                assert_eq!(sink.0, want, "max {max}, record {len}, cuts {cuts:?}");
+                assert!(
+                    f.buffered_capacity() <= KEEP_CAPACITY,
+                    "max {max}, record {len}, cuts {cuts:?}: {} kept after the record",
+                    f.buffered_capacity()
+                );
+                assert_eq!(f.finish(), 0);
+            }
+        }
+    }
+}
+
+/// A huge record cut by chunk boundaries, then small ones: the memory is given back.
+#[test]
+fn buffer_memory_is_given_back_after_a_large_record() {
+    let max = 1 << 20;
+    let mut f = Framer::new(max);
+    let mut sink = Events::default();
+    let big = vec![b'y'; 900_000];
+    for c in big.chunks(65_536) {
+        f.push(c, &mut sink);
+    }
+    assert!(f.buffered_capacity() >= 900_000);
+    assert!(f.buffered_capacity() <= max + 1);
+    f.push(b"\r\n{\"a\":1}\r\n{\"b\"", &mut sink);
+    assert_eq!(sink.0.len(), 2);
+    assert!(
+        f.buffered_capacity() <= KEEP_CAPACITY,
+        "{}",
+        f.buffered_capacity()
+    );
+    // An oversized record is skipped without keeping its buffer either.
+    let mut f = Framer::new(200_000);
+    f.push(&vec![b'z'; 150_000], &mut sink);
+    assert!(f.buffered_capacity() >= 150_000);
+    f.push(&vec![b'z'; 100_000], &mut sink);
+    assert_eq!(f.buffered_capacity(), 0);
+    f.push(b"\n", &mut sink);
+    assert_eq!(sink.0.last(), Some(&Ev::Oversized(250_000)));
 }
 
 #[test]
@@ -595,7 +684,7 @@ proptest! {
             }
         }
         let mut pipe = Pipe {
-            dedup: Dedup::new(window),
+            dedup: Dedup::new(window, 0x5eed),
             out: Vec::new(),
             delivered: Vec::new(),
             duplicates: 0,
@@ -665,7 +754,7 @@ proptest! {
 #[test]
 fn dedup_bounded_detects_within_and_forgets_beyond_window() {
     let window = 1000;
-    let mut d = Dedup::new(window);
+    let mut d = Dedup::new(window, 0x5eed);
     let key = |i: u64| HitKey {
         high: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         low: i,
