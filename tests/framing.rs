@@ -580,6 +580,144 @@ proptest! {
     }
 }
 
+/// serde_json rejects lone surrogate escapes (`"\ud83d"`), which are valid JSON text and
+/// which `JSON.parse` (the reference) accepts; so the differential tests compare against
+/// serde_json on a copy where every surrogate escape is replaced by `\u0041` (same length,
+/// same validity otherwise). Escaped backslashes are skipped, so `\\ud83d` is left alone.
+fn neutralize_surrogates(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if out[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if out[i + 1] == b'u' && i + 6 <= out.len() {
+            let hex = std::str::from_utf8(&out[i + 2..i + 6]).ok();
+            if let Some(cp) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                if (0xd800..=0xdfff).contains(&cp) {
+                    out[i + 2..i + 6].copy_from_slice(b"0041");
+                }
+            }
+        }
+        i += 2;
+    }
+    out
+}
+
+/// An id value as it may appear in a stream, and the id it yields under the module's rule
+/// (`Some` only for a usable id), and whether it is a bare number that gets quoted.
+fn id_value() -> impl Strategy<Value = (String, Option<u64>, bool)> {
+    prop_oneof![
+        4 => any::<u64>().prop_map(|v| (v.to_string(), Some(v), true)),
+        1 => (0u64..1000).prop_map(|v| (v.to_string(), Some(v), true)),
+        2 => any::<u64>().prop_map(|v| (format!("\"{v}\""), Some(v), false)),
+        1 => any::<u64>().prop_map(|v| (format!("\"0{v}\""), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("-{v}"), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("{v}.0"), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("{v}e0"), None, false)),
+        1 => (1u128..1 << 70).prop_map(|d| ((u64::MAX as u128 + d).to_string(), None, false)),
+        1 => (1u64..1000).prop_map(|v| (format!("\"\\u0031{v}\""), None, false)),
+        1 => prop::sample::select(vec![
+            "null", "true", "false", "{}", "[1]", "\"\"", "\"x\"", "\"\\ud83d\"", "-0", "0.5",
+            "\"-1\"", "\" 1\"", "{\"hitIdHigh\":1}",
+        ])
+        .prop_map(|v| (v.to_string(), None, false)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Issue 13 item 11: records with any id values (usable or not, repeated keys, lone
+    /// surrogates in strings), possibly with one byte mutated. Accepted exactly when
+    /// serde_json (surrogates neutralized; JSON.parse is the reference) accepts an object;
+    /// when unmutated, the key fields follow the id rule (last occurrence wins) and the
+    /// quoted output equals the input with exactly the usable bare ids turned into strings.
+    #[test]
+    fn any_id_values_follow_the_rule_and_agree_with_serde_json(
+        members in prop::collection::vec(
+            prop_oneof![
+                3 => (0usize..6, id_value()).prop_map(|(k, v)| (Some(k), v.0, v.1, v.2)),
+                1 => ("[a-z]{1,4}", json_value()).prop_map(|(k, v)| (None, format!("\"{k}\":{v}"), None, false)),
+                1 => Just((None, "\"s\":\"half \\ud83d, other half \\ude00\"".to_string(), None, false)),
+            ],
+            0..10,
+        ),
+        ws in prop::sample::select(vec!["", " ", "\t", " \r\n "]),
+        mutate in prop::option::weighted(0.3, (0u8..3, any::<usize>(), prop::sample::select(b"{}[]:,\"\\ 019.eE+-tfnu\t\x01".to_vec()))),
+    ) {
+        let mut parts = Vec::new();
+        let mut last: [Option<(Option<u64>, bool)>; 6] = [None; 6];
+        for (field, raw, id, bare) in &members {
+            match field {
+                Some(k) => {
+                    parts.push(format!("\"{}\"{ws}:{ws}{raw}", ID_FIELDS[*k]));
+                    last[*k] = Some((*id, *bare));
+                }
+                None => parts.push(raw.clone()),
+            }
+        }
+        let mut text = format!("{ws}{{{ws}{}{ws}}}{ws}", parts.join(&format!("{ws},{ws}"))).into_bytes();
+        if let Some((op, at, byte)) = mutate {
+            let at = at % (text.len() + 1);
+            match op {
+                0 if at < text.len() => { text.remove(at); }
+                1 => text.insert(at, byte),
+                _ if at < text.len() => text[at] = byte,
+                _ => {}
+            }
+        }
+        // A mutation may cut a UTF-8 sequence: the scanner repairs it (U+FFFD, flagged) as
+        // a browser's decoder would, so the reference sees the repaired text too.
+        let lossy = String::from_utf8_lossy(&text).into_owned();
+        let serde = serde_json::from_slice::<Value>(&neutralize_surrogates(lossy.as_bytes()));
+        if let Err(e) = &serde {
+            prop_assume!(!e.to_string().contains("number out of range"));
+        }
+        let serde_ok = serde.as_ref().map(|v| v.is_object()).unwrap_or(false);
+        let mut repaired = Vec::new();
+        let ours = scan_record(&text, &mut repaired);
+        prop_assert_eq!(ours.is_ok(), serde_ok, "{:?}: {:?} / serde {:?}", String::from_utf8_lossy(&text), ours.as_ref().err(), serde.as_ref().err());
+        let Ok(scanned) = ours else { return Ok(()) };
+        // The text is the record, trimmed, as given.
+        let trimmed = lossy.trim_matches(|c| " \t\r\n".contains(c));
+        prop_assert_eq!(scanned.text, trimmed.as_bytes());
+        let mut out = Vec::new();
+        write_with_quoted_ids(scanned.text, &scanned.info, &mut out);
+        let got: Value = serde_json::from_slice(&neutralize_surrogates(&out)).unwrap();
+        let orig = serde.unwrap();
+        let (got, orig) = (got.as_object().unwrap(), orig.as_object().unwrap());
+        prop_assert_eq!(got.len(), orig.len());
+        let spans: Vec<String> = scanned.info.bare_id_spans().iter()
+            .map(|&(a, b)| String::from_utf8(scanned.text[a as usize..b as usize].to_vec()).unwrap())
+            .collect();
+        for (k, v) in orig {
+            match (ID_FIELDS.iter().position(|f| f == k), &got[k]) {
+                // A quoted id: the digits of an accepted bare u64.
+                (Some(_), Value::String(digits)) if !v.is_string() => {
+                    prop_assert!(digits.parse::<u64>().is_ok(), "{}", digits);
+                    prop_assert!(spans.contains(digits), "{} not in {:?}", digits, spans);
+                    let want = v.as_u64().map(|n| n.to_string());
+                    prop_assert_eq!(want.as_ref(), Some(digits));
+                }
+                (_, g) => prop_assert_eq!(g, v),
+            }
+        }
+        if mutate.is_none() {
+            let id = |k: usize| last[k].and_then(|(id, _)| id);
+            let want_hit = match (id(0), id(1)) {
+                (Some(high), Some(low)) => Some(HitKey { high, low }),
+                _ => None,
+            };
+            prop_assert_eq!(scanned.info.hit_key, want_hit);
+            prop_assert_eq!(scanned.info.vis_id, id(2).zip(id(3)));
+            let bare = last.iter().filter(|l| matches!(l, Some((Some(_), true)))).count();
+            prop_assert_eq!(scanned.info.bare_id_spans().len(), bare);
+        }
+    }
+}
+
 #[test]
 fn malformed_records_have_specific_messages() {
     let cases: &[(&str, RecordErrorKind, &str)] = &[
