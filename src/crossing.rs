@@ -245,6 +245,37 @@ mod tests {
     }
 
     #[test]
+    fn text_class_matches_char_scan() {
+        let samples = [
+            "",
+            "a",
+            "plain ascii text of some length",
+            "caf\u{e9} \u{ff}\u{ff}",
+            "\u{100}",
+            "0123456\u{100}",
+            "01234567\u{17f}",
+            "\u{ff}\u{fe}\u{80}\u{c4}\u{e9}xyz",
+            "emoji \u{1f600} here",
+            "\u{4e2d}\u{6587}",
+            "\u{fffd}",
+            "latin1 \u{c0}\u{c4}\u{ff} only, and more than eight bytes",
+        ];
+        for s in samples {
+            for (cut, _) in s.char_indices().chain([(s.len(), ' ')]) {
+                let t = &s[cut..];
+                let want = if t.chars().any(|c| c as u32 > 0xff) {
+                    TextClass::Wide
+                } else if !t.is_ascii() {
+                    TextClass::Latin1
+                } else {
+                    TextClass::Ascii
+                };
+                assert_eq!(text_class(t.as_bytes()), want, "{t:?}");
+            }
+        }
+    }
+
+    #[test]
     fn text_classes() {
         assert_eq!(
             text_class(b"plain ascii text, long enough"),

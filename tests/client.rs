@@ -636,7 +636,7 @@ fn bad_records_are_reported_and_the_next_one_delivered() {
     h.respond(0, 200);
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(5000));
     let body = format!(
-        "not json\r\n{}\r\n{big}\r\n{{\"hitIdHigh\":-1,\"hitIdLow\":2}}\r\n{}\r\n",
+        "not json\r\n{}\r\n{big}\r\n{{\"hitIdHigh\":1,\"hitIdLow\":2,}}\r\n{}\r\n",
         record(1, 1),
         record(2, 2),
     );

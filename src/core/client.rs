@@ -417,7 +417,7 @@ impl Client {
             })
             .collect();
         Client {
-            dedup: Dedup::new(config.dedup_window),
+            dedup: Dedup::new(config.dedup_window, seed),
             config,
             slots,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -893,7 +893,7 @@ impl Client {
         if !self.is_finished() {
             return;
         }
-        self.dedup = Dedup::new(self.dedup.window());
+        self.dedup.release();
         self.repaired = Vec::new();
         let max = self.config.max_record_bytes;
         for slot in &mut self.slots {
