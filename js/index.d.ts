@@ -123,6 +123,8 @@ export interface Stats {
   /** Hits dropped because the async iterator's consumer fell behind (maxBufferedHits). */
   overflowed: number;
   slots: SlotStats[];
+  /** With `share: true`: whether this instance holds the connections or follows the one that does. */
+  role?: "leader" | "follower";
 }
 
 /** Passed to a token function. */
@@ -172,6 +174,12 @@ export interface LiveStreamOptions {
   signal?: AbortSignal;
   /** Bound of the async iterator's buffer, in hits (default 10 000). */
   maxBufferedHits?: number;
+  /**
+   * Share one set of connections with every LiveStream of this origin that has the same
+   * stream options (tabs, windows, iframes, workers): one leader connects, everyone receives.
+   * Needs Web Locks and BroadcastChannel (browsers); throws in Node.
+   */
+  share?: boolean;
   /** New hits of one chunk as plain objects. A returned promise is awaited before the next chunk of that connection. */
   onHits?: (hits: Hit[], info: HitInfo) => void | Promise<void>;
   /** The fast path: the same hits as a `HitBatch`. A returned promise is awaited likewise. */
@@ -225,6 +233,23 @@ export class LiveStream implements AsyncIterable<HitBatch> {
   [Symbol.asyncIterator](): AsyncIterator<HitBatch>;
   batches(): AsyncIterableIterator<HitBatch>;
 }
+
+/** One option of the client, from the core's schema (the one definition of names, defaults and ranges). */
+export interface OptionSpec {
+  name: string;
+  kind: "url" | "token" | "string" | "boolean" | "choice" | "integer" | "origins";
+  /** The default, in words. */
+  default: string;
+  /** What is allowed, in words (the same text constructor errors use). */
+  allowed: string;
+  meaning: string;
+  min?: number;
+  max?: number;
+  values?: string[];
+}
+
+/** The stream options the client checks, with defaults and ranges. Call after `init()`. */
+export function optionSchema(): OptionSpec[];
 
 /** What `init()` resolves to: the wasm instance's exports (rarely needed). */
 export type InitOutput = WebAssembly.Exports;

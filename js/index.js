@@ -5,6 +5,7 @@ import initWasm, { initSync as initWasmSync } from "./livestream_wasm.js";
 import { markReady } from "./live-stream.js";
 
 export { LiveStream, HitBatch } from "./live-stream.js";
+export { optionSchema } from "./livestream_wasm.js";
 
 /** Loads the .wasm once; later calls resolve at once. Call before `new LiveStream(…)`. */
 export default async function init(moduleOrPath) {

@@ -8,9 +8,10 @@
 
 import { Engine, wasmMemory } from "./livestream_wasm.js";
 import { HitBatch, hitsFromText } from "./hit-batch.js";
+import { TabShare, canShare } from "./tab-share.js";
 
 /** The options this host reads itself; every other option is the engine's (the core's schema). */
-const HOST_OPTIONS = ["fetch", "onHits", "onBatch", "onStatus", "onError", "seed", "signal", "maxBufferedHits"];
+const HOST_OPTIONS = ["fetch", "onHits", "onBatch", "onStatus", "onError", "seed", "signal", "maxBufferedHits", "share"];
 
 /** The largest piece of a body chunk fed at once (Chromium hands up to 2 MiB). */
 const SLICE_BYTES = 256 * 1024;
@@ -117,6 +118,9 @@ export class LiveStream {
   #iterator = null;
   #maxBufferedHits;
   #overflowed = 0;
+  #shareWanted = false;
+  #share = null;
+  #leaderStats = null;
 
   /**
    * Checks the options and prepares the client; nothing is requested before `start()`.
@@ -156,6 +160,14 @@ export class LiveStream {
       throw optionError(RangeError, "maxBufferedHits", maxBuffered, "an integer from 1 to 10000000 hits");
     }
     this.#maxBufferedHits = maxBuffered;
+    const share = read("share") ?? false;
+    if (typeof share !== "boolean") throw optionError(TypeError, "share", share, "true or false");
+    if (share && !canShare()) {
+      throw new TypeError(
+        "invalid option share: true (sharing one connection between tabs needs Web Locks and BroadcastChannel, which this environment lacks; share is for pages and workers of one browser origin: leave it out in Node)",
+      );
+    }
+    this.#shareWanted = share;
     const signal = read("signal");
     if (signal !== undefined && signal !== null && (typeof signal !== "object" || typeof signal.addEventListener !== "function" || typeof signal.aborted !== "boolean")) {
       throw optionError(TypeError, "signal", signal, "an AbortSignal");
@@ -186,10 +198,53 @@ export class LiveStream {
 
   /** Opens the connections. Calling it again, or after `close()`, does nothing. */
   start() {
-    if (!this.#engine || this.#closing || this.#dead) return;
+    if (!this.#engine || this.#closing || this.#dead || this.#share) return;
     if (this.#call((e) => e.state()) !== "idle") return;
+    if (this.#shareWanted) {
+      const key = this.#call((e) => e.streamKey());
+      const window = this.#call((e) => e.dedupWindow()) ?? 0;
+      this.#share = new TabShare(key, window, {
+        lead: (handover) => this.#lead(handover),
+        message: (msg) => this.#follow(msg),
+        heartbeat: () => this.#share?.post({ t: "hb", stats: this.#call((e) => e.stats(now(), Date.now())), lastLoss: this.#share.lastLoss }),
+      });
+      this.#share.start();
+      return;
+    }
     this.#call((e) => e.start(now(), undefined));
     this.#pump();
+  }
+
+  /** `share: true`: this instance won the lock; connect, after the previous holder's loss. */
+  #lead({ lastLossWall, keys }) {
+    if (this.#closing || this.#dead) return;
+    if (keys.high.length > 0) this.#call((e) => e.rememberHits(keys.high, keys.low));
+    const lastLoss = lastLossWall === undefined ? undefined : now() - (Date.now() - lastLossWall);
+    this.#call((e) => e.start(now(), lastLoss));
+    this.#pump();
+  }
+
+  /** `share: true`: what the leader broadcast, delivered here as if this instance read it. */
+  #follow(msg) {
+    if (this.#closing || this.#dead) return;
+    switch (msg.t) {
+      case "batch": {
+        const batch = new HitBatch(msg.c, msg.text, msg.l1, msg.w, msg.starts, msg.ends, msg.hh, msg.hl, msg.vh, msg.vl, msg.tg, msg.rg, msg.fl);
+        this.#deliverBatch(batch, msg.c);
+        break;
+      }
+      case "status":
+        this.#invoke("onStatus", msg.v);
+        break;
+      case "error":
+        if (msg.v.fatal) this.#fatal = msg.v;
+        this.#invoke("onError", msg.v);
+        if (msg.v.fatal) this.#finishIterator();
+        break;
+      case "hb":
+        this.#leaderStats = msg.stats;
+        break;
+    }
   }
 
   /**
@@ -201,8 +256,10 @@ export class LiveStream {
     if (this.#closing) return this.#closing;
     const engine = this.#engine;
     let outputs = [];
+    let hadConnection = false;
     if (engine && !this.#dead) {
       try {
+        hadConnection = this.#attempts.size > 0;
         engine.close(now());
         outputs = engine.drain();
         this.#lastStats = engine.stats(now(), Date.now());
@@ -220,12 +277,19 @@ export class LiveStream {
     for (const a of this.#attempts.values()) this.#abortRecord(a);
     if (this.#signal && this.#onAbort) this.#signal.removeEventListener("abort", this.#onAbort);
     this.#finishIterator();
+    this.#share?.leave(hadConnection);
     this.#closing = Promise.allSettled([...this.#attempts.values()].map((a) => a.finished)).then(() => undefined);
     return this.#closing;
   }
 
   /** Counters and the state of each connection, as a fresh plain object. */
   get stats() {
+    if (this.#share && this.#share.role === "follower" && !this.#closing) {
+      const s = this.#leaderStats ? structuredClone(this.#leaderStats) : this.#call((e) => e.stats(now(), Date.now()));
+      s.overflowed = this.#overflowed;
+      s.role = "follower";
+      return s;
+    }
     let s = this.#lastStats;
     if (this.#engine && !this.#dead) {
       s = this.#call((e) => e.stats(now(), Date.now())) ?? s;
@@ -233,6 +297,7 @@ export class LiveStream {
     if (!s) s = { hits: 0, bytes: 0, duplicates: 0, malformed: 0, oversized: 0, invalidUtf8: 0, truncated: 0, reconnects: 0, connects: 0, slots: [] };
     else if (s === this.#lastStats) s = structuredClone(s);
     s.overflowed = this.#overflowed;
+    if (this.#share) s.role = "leader";
     if (this.#dead) for (const slot of s.slots) slot.state = "failed";
     return s;
   }
@@ -365,10 +430,15 @@ export class LiveStream {
           this.#abort(o.attempt);
           break;
         case "status":
+          if (this.#share) {
+            if (o.status.state === "waiting") this.#share.noteLoss();
+            this.#share.post({ t: "status", v: o.status, lastLoss: this.#share.lastLoss });
+          }
           this.#invoke("onStatus", o.status);
           break;
         case "error":
           if (o.error.fatal) this.#fatal = o.error;
+          this.#share?.post({ t: "error", v: o.error });
           this.#invoke("onError", o.error);
           if (o.error.fatal) this.#finishIterator();
           break;
@@ -663,7 +733,8 @@ export class LiveStream {
   #deliver(a, n) {
     const { onHits, onBatch } = this.#callbacks;
     const it = this.#iterator;
-    const wantBatch = onBatch || (it && !it.done);
+    const shared = this.#share !== null;
+    const wantBatch = onBatch || (it && !it.done) || shared;
     if (!onHits && !wantBatch) return undefined;
     const buf = memory.buffer;
     const L = new Uint32Array(buf, this.#layoutPtr, 22);
@@ -672,29 +743,46 @@ export class LiveStream {
     const ends = new Uint32Array(buf, L[4], n).slice();
     const latin1At = L[20];
     const wideAt = L[21];
-    const info = { connection: a.connection };
+    if (!wantBatch) {
+      // onHits alone: only the text crosses; no columns are built.
+      return this.#invoke("onHits", hitsFromText(text, starts, ends, latin1At, wideAt), { connection: a.connection });
+    }
+    const batch = new HitBatch(
+      a.connection, text, latin1At, wideAt, starts, ends,
+      new BigUint64Array(buf, L[6], n).slice(),
+      new BigUint64Array(buf, L[8], n).slice(),
+      new BigUint64Array(buf, L[10], n).slice(),
+      new BigUint64Array(buf, L[12], n).slice(),
+      new Float64Array(buf, L[14], n).slice(),
+      new Float64Array(buf, L[16], n).slice(),
+      new Uint8Array(buf, L[18], n).slice(),
+    );
+    if (shared) {
+      // Structured clone copies typed arrays as memcpy; followers rebuild the same HitBatch.
+      this.#share.post({
+        t: "batch", c: a.connection, text, starts, ends, l1: latin1At, w: wideAt,
+        hh: batch.hitIdHigh, hl: batch.hitIdLow, vh: batch.visIdHigh, vl: batch.visIdLow,
+        tg: batch.timeGMT, rg: batch.receivedTimeGMT, fl: batch.flags,
+      });
+    }
+    return this.#deliverBatch(batch, a.connection);
+  }
+
+  /** Hands one batch to onHits, onBatch and the iterator; a promise when a callback returned one. */
+  #deliverBatch(batch, connection) {
+    const { onHits, onBatch } = this.#callbacks;
+    const it = this.#iterator;
+    const info = { connection };
     const waits = [];
     if (onHits) {
-      const p = this.#invoke("onHits", hitsFromText(text, starts, ends, latin1At, wideAt), info);
+      const p = this.#invoke("onHits", batch.toArray(), info);
       if (p) waits.push(p);
     }
-    if (wantBatch && !this.#silenced) {
-      const batch = new HitBatch(
-        a.connection, text, latin1At, wideAt, starts, ends,
-        new BigUint64Array(buf, L[6], n).slice(),
-        new BigUint64Array(buf, L[8], n).slice(),
-        new BigUint64Array(buf, L[10], n).slice(),
-        new BigUint64Array(buf, L[12], n).slice(),
-        new Float64Array(buf, L[14], n).slice(),
-        new Float64Array(buf, L[16], n).slice(),
-        new Uint8Array(buf, L[18], n).slice(),
-      );
-      if (onBatch) {
-        const p = this.#invoke("onBatch", batch, info);
-        if (p) waits.push(p);
-      }
-      if (it && !it.done) this.#enqueue(it, batch);
+    if (onBatch && !this.#silenced) {
+      const p = this.#invoke("onBatch", batch, info);
+      if (p) waits.push(p);
     }
+    if (it && !it.done && !this.#silenced) this.#enqueue(it, batch);
     if (waits.length === 0) return undefined;
     return Promise.all(waits);
   }

@@ -14,6 +14,7 @@ const exports = initWasmSync({
 markReady(nodeFetch);
 
 export { LiveStream, HitBatch } from "./live-stream.js";
+export { optionSchema } from "./livestream_wasm.js";
 
 /** Resolves at once with the wasm exports: the module was instantiated at import. */
 export default async function init() {

@@ -45,11 +45,11 @@ mv "$wasm.opt" "$wasm"
 # wasm-pack writes a `*` .gitignore into pkg/, which npm pack would obey too.
 rm -f "$out/.gitignore" "$out/package.json" "$out/README.md"
 # The JavaScript host and the entries (see js/): the public API lives there.
-cp js/index.js js/index.d.ts js/live-stream.js js/hit-batch.js js/node-fetch.js js/node.js js/node.d.ts "$out/"
+cp js/index.js js/index.d.ts js/live-stream.js js/hit-batch.js js/tab-share.js js/node-fetch.js js/node.js js/node.d.ts "$out/"
 
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
-browser_js=("$out/livestream_wasm.js" "$out/index.js" "$out/live-stream.js" "$out/hit-batch.js")
+browser_js=("$out/livestream_wasm.js" "$out/index.js" "$out/live-stream.js" "$out/hit-batch.js" "$out/tab-share.js")
 js_raw=$(cat "${browser_js[@]}" | wc -c)
 js_gz=$(cat "${browser_js[@]}" | gzip -9 -c | wc -c)
 printf 'build-pkg: %s: %d bytes from wasm-bindgen, %d bytes after wasm-opt %s, %d bytes gzipped\n' \

@@ -901,6 +901,15 @@ impl Client {
         }
     }
 
+    /// Remembers hit ids that another holder of the same stream already delivered (the tab
+    /// or relay this client takes over from), so the records the service re-sends when this
+    /// client resumes are dropped as duplicates rather than delivered twice.
+    pub fn remember_hits(&mut self, keys: impl IntoIterator<Item = super::record::HitKey>) {
+        for key in keys {
+            self.dedup.insert(key);
+        }
+    }
+
     /// How many hit ids the de-duplication memory holds now.
     pub fn dedup_len(&self) -> usize {
         self.dedup.len()

@@ -213,6 +213,39 @@ pub fn parse_options(
     Ok(Parsed { options: o })
 }
 
+/// The option schema as plain objects (see `optionSchema` in src/web/mod.rs).
+pub fn option_schema() -> Array {
+    OPTIONS
+        .iter()
+        .map(|spec| {
+            let o = Object::new();
+            set(&o, "name", &JsValue::from_str(spec.name));
+            let kind = match spec.kind {
+                Kind::Url => "url",
+                Kind::Text => "string",
+                Kind::Bool => "boolean",
+                Kind::Choice(values) => {
+                    let list: Array = values.iter().map(|v| JsValue::from_str(v)).collect();
+                    set(&o, "values", &list);
+                    "choice"
+                }
+                Kind::Integer { min, max, .. } => {
+                    set(&o, "min", &num(min as f64));
+                    set(&o, "max", &num(max as f64));
+                    "integer"
+                }
+                Kind::Origins => "origins",
+                Kind::Token => "token",
+            };
+            set(&o, "kind", &JsValue::from_str(kind));
+            set(&o, "default", &JsValue::from_str(spec.default));
+            set(&o, "allowed", &JsValue::from_str(&spec.expected()));
+            set(&o, "meaning", &JsValue::from_str(spec.meaning));
+            JsValue::from(o)
+        })
+        .collect()
+}
+
 fn num(v: impl Into<f64>) -> JsValue {
     JsValue::from_f64(v.into())
 }

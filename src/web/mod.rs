@@ -54,6 +54,13 @@ pub fn wasm_memory() -> JsValue {
     wasm_bindgen::memory()
 }
 
+/// The core's option schema (`OPTIONS`): `[{name, kind, default, meaning, min?, max?,
+/// values?}]`, so forms and documentation read defaults and ranges from the one definition.
+#[wasm_bindgen(js_name = optionSchema)]
+pub fn option_schema() -> js_sys::Array {
+    interop::option_schema()
+}
+
 /// Panics on purpose: lets the package's tests check that a panic is contained (every open
 /// request aborted, one fatal `internal_error`, new clients still work).
 #[wasm_bindgen(js_name = __testPanic)]
@@ -103,6 +110,17 @@ impl Engine {
         let now = self.now(now);
         let last_loss = last_loss.map(|t| Instant::from_millis(t.max(0.0) as u64));
         self.client.start_after(now, last_loss);
+    }
+
+    /// Remembers hit ids delivered by the previous holder of the stream (a hand-over), pairs
+    /// of `high[i]`, `low[i]`, so the resumed stream does not deliver them again.
+    #[wasm_bindgen(js_name = rememberHits)]
+    pub fn remember_hits(&mut self, high: &[u64], low: &[u64]) {
+        let keys = high
+            .iter()
+            .zip(low)
+            .map(|(&high, &low)| crate::core::record::HitKey { high, low });
+        self.client.remember_hits(keys);
     }
 
     /// Closes every slot (the outputs say which requests to abort).
@@ -262,6 +280,12 @@ impl Engine {
     #[wasm_bindgen(js_name = reconnectDelayMs)]
     pub fn reconnect_delay_ms(&self) -> f64 {
         crate::core::time::millis(self.client.config().reconnect_delay) as f64
+    }
+
+    /// The size of the duplicate filter (a follower keeps as many recent ids for a hand-over).
+    #[wasm_bindgen(js_name = dedupWindow)]
+    pub fn dedup_window(&self) -> f64 {
+        self.client.config().dedup_window as f64
     }
 
     /// The request URL and parameters that identify the stream (tabs share a connection only
