@@ -21,6 +21,7 @@ pub mod net;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod sha256;
 pub mod static_files;
 pub mod stream;
 pub mod util;

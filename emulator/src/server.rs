@@ -739,6 +739,12 @@ impl App {
         if private {
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
+        if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
         if !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }

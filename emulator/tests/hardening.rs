@@ -556,3 +556,51 @@ async fn records_sent_is_exact_when_a_chaos_drop_meets_a_slow_reader() {
     assert_eq!(c["records_sent"].as_u64(), Some(records), "{c}");
     emu.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_carry_strict_security_headers() {
+    use livestream_emulator::sha256::{base64, sha256};
+    let base = std::env::temp_dir().join(format!("emu-csp-{}", std::process::id()));
+    let www = base.join("www");
+    let pkg = base.join("pkg");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::create_dir_all(&pkg).unwrap();
+    let map = "\n    {\"imports\": {\"x\": \"/pkg/x.js\"}}\n  ";
+    std::fs::write(
+        www.join("index.html"),
+        format!("<!doctype html><script type=\"importmap\">{map}</script><script type=\"module\" src=\"app.js\"></script>"),
+    )
+    .unwrap();
+    std::fs::write(pkg.join("x_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let mount = format!("/pkg={}", pkg.to_str().unwrap());
+    let emu = Emu::start(&["--www", www.to_str().unwrap(), "--mount", &mount]).await;
+    let hash = format!("'sha256-{}'", base64(&sha256(map.as_bytes())));
+    for path in ["/", "/pkg/x_bg.wasm", "/missing.js"] {
+        let r = emu.send("GET", path, &[], b"").await;
+        let csp = r
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"));
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            csp.contains("connect-src 'self' http: https:"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        if path == "/" {
+            assert!(
+                csp.contains(&hash),
+                "the import map is allowed by its hash: {csp}"
+            );
+        }
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+    }
+    emu.stop().await;
+    let _ = std::fs::remove_dir_all(&base);
+}
