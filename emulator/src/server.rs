@@ -433,9 +433,8 @@ pub fn origin_matches(pattern: &str, origin: &str) -> bool {
 fn host_is_literal(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         return rest
-            .split(']')
-            .next()
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
@@ -1917,6 +1916,39 @@ impl Conn {
                     return e;
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_origins_match_exactly_or_by_port_wildcard() {
+        let p = "http://127.0.0.1:*";
+        assert!(origin_matches(p, "http://127.0.0.1:8000"));
+        assert!(origin_matches(p, "http://127.0.0.1"));
+        assert!(!origin_matches(p, "http://127.0.0.1.evil.example"));
+        assert!(!origin_matches(p, "http://127.0.0.1:80.evil.example"));
+        assert!(!origin_matches(p, "https://127.0.0.1:8000"));
+        assert!(origin_matches("http://a.test:1", "http://a.test:1"));
+        assert!(!origin_matches("http://a.test:1", "http://a.test:12"));
+    }
+
+    #[test]
+    fn only_ip_literals_and_localhost_count_as_this_machine() {
+        for h in [
+            "127.0.0.1:8787",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:8787",
+            "10.0.0.5",
+        ] {
+            assert!(host_is_literal(h), "{h}");
+        }
+        for h in ["evil.example:8787", "127.0.0.1.nip.io:80", "[::1", ""] {
+            assert!(!host_is_literal(h), "{h}");
         }
     }
 }
