@@ -26,7 +26,7 @@ export LIVESTREAM_EMULATOR_BIN="$PWD/target/release/livestream-emulator"
 # One emulator for the wasm tests; its URL is compiled into them.
 emu_log=$(mktemp)
 "$LIVESTREAM_EMULATOR_BIN" --listen 127.0.0.1:0 --quiet --rate 50 --seed 1 \
-  --slot-hold-secs 0.3 --mount /pkg/=pkg >"$emu_log" 2>&1 &
+  --slot-hold-secs 0.3 --mount /pkg/=pkg --admin-cors-origin 'http://127.0.0.1:*' >"$emu_log" 2>&1 &
 emu_pid=$!
 trap 'kill $emu_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -16,9 +16,12 @@
 pub mod body;
 pub mod cli;
 pub mod generator;
+pub mod ims;
+pub mod net;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod sha256;
 pub mod static_files;
 pub mod stream;
 pub mod util;
