@@ -214,6 +214,95 @@ pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) 
     out.extend_from_slice(&text[copied..]);
 }
 
+/// The string value of the top-level member `key` of the JSON object `text` (the last one, as
+/// `JSON.parse` would keep), decoded: escapes resolved, surrogate pairs joined, a lone
+/// surrogate as U+FFFD. None when `text` is not a JSON object or the member is not a string.
+/// The scanner of records reads it, so error bodies (a 409's `error_description`) and records
+/// share one JSON reader.
+pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
+    let mut i = skip_ws(text, 0);
+    if at(text, i) != b'{' {
+        return None;
+    }
+    i = skip_ws(text, i + 1);
+    let mut found = None;
+    if at(text, i) == b'}' {
+        return None;
+    }
+    loop {
+        if at(text, i) != b'"' {
+            return None;
+        }
+        let (name_end, _) = string(text, i + 1).ok()?;
+        let name = decode_string(&text[i + 1..name_end]);
+        let v = member_name(text, i).ok()?;
+        let after = match scalar_or_open(text, v).ok()? {
+            j if j == v => container(text, v, 1).ok()?,
+            j => j,
+        };
+        if name.as_deref() == Some(key) {
+            found = match at(text, v) {
+                b'"' => decode_string(&text[v + 1..after - 1]),
+                _ => None,
+            };
+        }
+        i = skip_ws(text, after);
+        match at(text, i) {
+            b',' => i = skip_ws(text, i + 1),
+            b'}' => return found,
+            _ => return None,
+        }
+    }
+}
+
+/// Decodes the body of a validated JSON string (between the quotes).
+fn decode_string(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains('\\') {
+        return Some(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut plain = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&text[plain..i]);
+        let c = *b.get(i + 1)?;
+        i += 2;
+        match c {
+            b'n' => out.push('\n'),
+            b't' => out.push('\t'),
+            b'r' => out.push('\r'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'u' => {
+                let hi = hex4(b.get(i..)?)?;
+                i += 4;
+                let ch = if (0xD800..0xDC00).contains(&hi) && b.get(i..i + 2) == Some(b"\\u") {
+                    match b.get(i + 2..).and_then(hex4) {
+                        Some(lo) if (0xDC00..0xE000).contains(&lo) => {
+                            i += 6;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    char::from_u32(hi)
+                };
+                out.push(ch.unwrap_or('\u{FFFD}'));
+            }
+            other => out.push(other as char),
+        }
+        plain = i;
+    }
+    out.push_str(&text[plain..]);
+    Some(out)
+}
+
 /// Which top-level member a key names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -1348,5 +1437,27 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"s\":\"\u{fffd}\u{fffd}\",\"hitIdHigh\":\"12\",\"hitIdLow\":\"34\"}"
         );
+    }
+
+    #[test]
+    fn top_level_strings_are_decoded_with_surrogate_pairs() {
+        let body = br#"{"x":{"error_description":"nested"},"error":"conflict","error_description":"too \"many\" \u00e9 \ud83d\ude00 \ud83d","n":[1,{"a":"}"}]}"#;
+        assert_eq!(
+            top_level_string(body, "error_description").as_deref(),
+            Some("too \"many\" \u{e9} \u{1f600} \u{fffd}")
+        );
+        assert_eq!(top_level_string(body, "error").as_deref(), Some("conflict"));
+        assert_eq!(top_level_string(body, "x"), None, "not a string");
+        assert_eq!(
+            top_level_string(b"{\"a\":\"1\",\"a\":\"2\"}", "a").as_deref(),
+            Some("2")
+        );
+        assert_eq!(top_level_string(b"not json", "a"), None);
+        assert_eq!(
+            top_level_string(b"{\"a\":\"1\"", "a"),
+            None,
+            "unterminated object"
+        );
+        assert_eq!(top_level_string(b"{}", "a"), None);
     }
 }
