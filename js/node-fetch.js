@@ -5,11 +5,12 @@
 //
 // It does what the client needs and no more: GET with headers, `signal`, redirects never
 // followed (the core judges them), the body passed through undecoded (the core sniffs and
-// inflates gzip), and a Response-like object: `status`, `headers.get()`, `body` (a web
-// ReadableStream), `url`, `redirected`.
+// inflates gzip), and a Response-like object: `status`, `headers.get()`, `body` (a reader of
+// the socket's chunks: `getReader().read()` / `cancel()`, all the client uses), `url`,
+// `redirected`. The body reads the response's own async iterator: `Readable.toWeb` would
+// split every 64 KiB socket read into two 32 KiB chunks and cost a web stream on top.
 import http from "node:http";
 import https from "node:https";
-import { Readable } from "node:stream";
 
 export function nodeFetch(url, init = {}) {
   return new Promise((resolve, reject) => {
@@ -36,7 +37,7 @@ export function nodeFetch(url, init = {}) {
     req.on("error", reject);
     req.on("response", (res) => {
       res.on("error", () => {});
-      const body = Readable.toWeb(res);
+      const body = nodeBody(res);
       resolve({
         status: res.statusCode ?? 0,
         url: target.href,
@@ -52,4 +53,22 @@ export function nodeFetch(url, init = {}) {
     });
     req.end();
   });
+}
+
+/** A minimal body over a Node response: what `getReader()` of a web stream offers the client. */
+function nodeBody(res) {
+  let chunks = null;
+  const cancel = () => {
+    res.destroy();
+    return Promise.resolve();
+  };
+  const reader = {
+    read() {
+      chunks ??= res[Symbol.asyncIterator]();
+      return chunks.next().then((r) => (r.done ? { done: true, value: undefined } : { done: false, value: r.value }));
+    },
+    cancel,
+    releaseLock() {},
+  };
+  return { getReader: () => reader, cancel };
 }
