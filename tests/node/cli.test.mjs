@@ -74,7 +74,12 @@ describe("the command line: livestream-wasm tail", () => {
     }
     const version = tail(["--version"]);
     assert.equal(version.status, 0, version.stderr);
-    assert.equal(version.stdout, `${JSON.parse(readFileSync(join(repo, "package.json"), "utf8")).version}\n`);
+    const expected = `${JSON.parse(readFileSync(join(repo, "package.json"), "utf8")).version}\n`;
+    assert.equal(version.stdout, expected);
+    // As the README says to run it.
+    const npx = spawnSync("npx", ["--no-install", "livestream-wasm", "--version"], { cwd: app, encoding: "utf8", timeout: 20_000 });
+    assert.equal(npx.status, 0, npx.stderr);
+    assert.equal(npx.stdout, expected);
   });
 
   test("each record is printed once, as sent: ids bare with their exact digits, every other byte kept", async () => {
