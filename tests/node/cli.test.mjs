@@ -117,6 +117,26 @@ describe("the command line: livestream-wasm tail", () => {
     await script(emulator.url, "busy", { rate: 0 });
   });
 
+  test("--max-connections and --reconnect-delay-ms reach the stream (a 503 is retried after 200 ms, not 60 s)", async () => {
+    await script(emulator.url, "options", {
+      // Both slots get a 503: the record comes only after a retry.
+      responses: [{ status: 503, error_description: "no hits yet" }, { status: 503, error_description: "no hits yet" }],
+      body: { lines: [record(BIG_ID, "7", "after the retry")], then: "hold" },
+    });
+    const started = Date.now();
+    const r = tail(["tail", streamUrl("options"), "--max-connections", "2", "--reconnect-delay-ms", "200", "--limit", "1"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    assert.equal(r.stdout, `${record(BIG_ID, "7", "after the retry")}\n`);
+    assert.match(r.stderr, /error unavailable \(connection \d, HTTP 503\): /);
+    assert.match(r.stderr, /connection \d waiting \(HTTP 503\): /);
+    const s = await stats("options");
+    assert.equal(s.status_counts["503"], 2);
+    assert.ok(s.status_counts["200"] >= 1, JSON.stringify(s.status_counts));
+    for (const c of s.connections) assert.equal(c.maxConnections, 2);
+    assert.equal(s.streams.options.live, 0);
+  });
+
   for (const signal of ["SIGINT", "SIGTERM"]) {
     test(`${signal} closes the connection (the server sees it end), then exits 0`, async () => {
       const name = `signal-${signal.toLowerCase()}`;
