@@ -125,19 +125,20 @@ describe("bundlers and hosts", () => {
 
   const html = (script) => `<!doctype html><meta charset="utf-8"><title>bundle</title>${script}`;
 
-  test("esbuild, .wasm imported with --loader:.wasm=file and passed to init()", async () => {
+  test("esbuild, the .wasm imported with --loader:.wasm=file and its URL passed to init()", async () => {
     const stream = await newStream("esbuild-loader");
     const dir = source("esbuild-loader", {
       "main.js": pageModule(`import init, { LiveStream } from "livestream-wasm";
 import wasmUrl from "livestream-wasm/livestream_wasm_bg.wasm";
-await init({ module_or_path: wasmUrl });`, stream),
+await init({ module_or_path: new URL(wasmUrl, import.meta.url) });`, stream),
     });
-    const out = join(site, "esbuild-loader");
+    // The page is not in the bundle's folder: the .wasm's URL is relative to the bundle.
+    const out = join(site, "esbuild-loader/js");
     await esbuild.build({
       entryPoints: [join(dir, "main.js")], bundle: true, format: "esm", minify: true, outdir: out,
       loader: { ".wasm": "file" }, logLevel: "warning",
     });
-    writeFileSync(join(out, "index.html"), html(`<script type="module" src="./main.js"></script>`));
+    writeFileSync(join(site, "esbuild-loader/index.html"), html(`<script type="module" src="./js/main.js"></script>`));
     const wasm = readdirSync(out).filter((f) => f.endsWith(".wasm"));
     assert.equal(wasm.length, 1, `esbuild emitted ${readdirSync(out).join(", ")}`);
     assert.match(wasm[0], /^livestream_wasm_bg-[A-Z0-9]+\.wasm$/);
