@@ -179,7 +179,8 @@ async function main() {
   const args = parseCommandLine(process.argv.slice(2));
   let quiet = false; // set once stdout is gone: `| head` ends the program silently
   const log = (line) => {
-    if (!quiet) process.stderr.write(`${NAME}: ${line}\n`);
+    // One line each, whatever a server put into its error description.
+    if (!quiet) process.stderr.write(`${NAME}: ${line.replace(/[\r\n]+/g, " ")}\n`);
   };
   let printed = 0;
   let stopping = false;

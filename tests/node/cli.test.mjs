@@ -182,13 +182,14 @@ describe("the command line: livestream-wasm tail", () => {
   });
 
   test("a fatal error (404) exits 1 at once with the reason on stderr", async () => {
-    await script(emulator.url, "gone", { responses: [{ status: 404, error_description: "stream gone" }] });
+    await script(emulator.url, "gone", { responses: [{ status: 404, error_description: "stream gone\r\nfor good" }] });
     const started = Date.now();
     const r = tail(["tail", streamUrl("gone")]);
     assert.equal(r.status, 1, `status ${r.status}, stderr: ${r.stderr}`);
     assert.ok(Date.now() - started < 10_000, "the program lingered after the fatal error");
     assert.equal(r.stdout, "");
-    assert.match(r.stderr, /fatal error not_found \(connection 0, HTTP 404\): /);
+    assert.match(r.stderr, /fatal error not_found \(connection 0, HTTP 404\): .*stream gone for good\n/);
+    for (const line of r.stderr.trimEnd().split("\n")) assert.match(line, /^livestream-wasm: /);
     assert.match(r.stderr, /connection 0 failed/);
   });
 
