@@ -197,6 +197,7 @@ async function main() {
       code ||= 1;
     }
     // Exit once stdout has taken everything written (pipes may still hold a backlog).
+    process.exitCode = code;
     if (quiet || process.stdout.writableLength === 0) process.exit(code);
     process.stdout.once("drain", () => process.exit(code));
     process.stdout.once("error", () => process.exit(code));
