@@ -80,6 +80,7 @@ describe("bundlers and hosts", () => {
   });
 
   after(async () => {
+    await esbuild.stop();
     await browser?.close();
     await emulator?.stop();
     if (work) cleanup(work);
@@ -165,9 +166,9 @@ await init();`, stream),
 await init();`, stream),
     });
     const out = join(site, "webpack");
+    const compiler = webpack({ mode: "production", context: dir, entry: "./main.js", output: { path: out }, performance: { hints: false } });
     const stats = await new Promise((resolve, reject) => {
-      webpack({ mode: "production", context: dir, entry: "./main.js", output: { path: out }, performance: { hints: false } },
-        (err, s) => (err ? reject(err) : resolve(s)));
+      compiler.run((err, s) => compiler.close(() => (err ? reject(err) : resolve(s))));
     });
     assert.ok(!stats.hasErrors() && !stats.hasWarnings(), stats.toString({ all: false, errors: true, warnings: true }));
     assert.equal(readdirSync(out).filter((f) => f.endsWith(".wasm")).length, 1, `webpack emitted ${readdirSync(out).join(", ")}`);
