@@ -200,6 +200,20 @@ describe("the command line: livestream-wasm tail", () => {
     assert.match(r.stderr, /fatal error forbidden \(connection 0, HTTP 403\)/);
   });
 
+  test("without LIVESTREAM_TOKEN it says so on stderr, and connects without one", async () => {
+    // The scripted 404 answers before the token check: the request was made.
+    await script(emulator.url, "no-token", { responses: [{ status: 404 }] });
+    const { LIVESTREAM_TOKEN: _, ...noToken } = ENV;
+    const r = tail(["tail", streamUrl("no-token")], { env: noToken });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^livestream-wasm: LIVESTREAM_TOKEN is not set: connecting without a token/);
+    assert.equal((await stats("no-token")).status_counts["404"], 1);
+    await script(emulator.url, "no-token", { responses: [{ status: 404 }] });
+    const withToken = tail(["tail", streamUrl("no-token")]);
+    assert.equal(withToken.status, 1, withToken.stderr);
+    assert.doesNotMatch(withToken.stderr, /LIVESTREAM_TOKEN/);
+  });
+
   test("bad arguments: usage errors with status 2", () => {
     const cases = [
       [[], /no command: the command is `tail <url>`/],
