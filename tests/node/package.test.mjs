@@ -46,8 +46,8 @@ describe("the packed npm package", () => {
 
   test("the tarball holds the built package only", () => {
     const files = [...packed.files].sort();
-    // npm always adds package.json, README and LICENSE files.
-    assert.deepEqual(files.filter((f) => !f.startsWith("pkg/") && !/^(README|LICEN[CS]E)/i.test(f)), ["package.json"]);
+    // npm always adds package.json, README and LICENSE files; bin/ holds the command line.
+    assert.deepEqual(files.filter((f) => !f.startsWith("pkg/") && !/^(README|LICEN[CS]E)/i.test(f)), ["bin/livestream-wasm.js", "package.json"]);
     for (const f of ["pkg/livestream_wasm.js", "pkg/livestream_wasm.d.ts", "pkg/livestream_wasm_bg.wasm", "pkg/node.js", "pkg/node.d.ts"]) {
       assert.ok(files.includes(f), `${f} is missing from ${files.join(", ")}`);
     }
