@@ -202,7 +202,7 @@ await init();`, stream),
     mkdirSync(join(site, "worker"));
     // The worker cannot see the page's import map: it imports the package's file by URL.
     writeFileSync(join(site, "worker/worker.js"), `
-import init, { LiveStream } from "/pkg/livestream_wasm.js";
+import init, { LiveStream } from "/pkg/index.js";
 await init();
 const stream = new LiveStream({
   url: "/api/1/stream/${stream}",
