@@ -230,3 +230,24 @@ pub fn framer_input(rng: &mut Rng) -> Vec<u8> {
     }
     data
 }
+
+/// A client-target input: option bytes, then host steps (every byte string is valid; the
+/// generator only picks lengths and leans towards the interesting operations).
+pub fn client_input(rng: &mut Rng) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..7).map(|_| rng.next_u64() as u8).collect();
+    for _ in 0..rng.below(300) {
+        // Operation byte (see client.rs: 0-4 time, 5-7 respond, 8-10 data, 11 end,
+        // 12 failure, 13 stale answer, 14 early timer, 15 close) and its arguments.
+        let op = match rng.below(10) {
+            0..=2 => 5 + rng.below(3),
+            3 | 4 => 3 + rng.below(2),
+            5 | 6 => 8 + rng.below(3),
+            _ => rng.below(16),
+        } as u8;
+        data.push(op);
+        for _ in 0..3 {
+            data.push(rng.next_u64() as u8);
+        }
+    }
+    data
+}
