@@ -6,8 +6,10 @@
 //! - fully validates the record as one JSON object (RFC 8259), accepting exactly what
 //!   JavaScript's `JSON.parse` accepts as an object (so `JSON.parse` on the text cannot
 //!   throw, and no hit `JSON.parse` could read is dropped): lone surrogate escapes such as
-//!   `"\ud83d"` (half an emoji) are valid JSON text and are delivered as they are;
-//!   nesting is capped at [`MAX_DEPTH`];
+//!   `"\ud83d"` (half an emoji) are valid JSON text and are delivered as they are. The one
+//!   deliberate difference: nesting deeper than [`MAX_DEPTH`] is rejected (it bounds the
+//!   work per byte; serde_json has the same limit). serde_json, used as the reference in
+//!   the tests, rejects lone surrogates: there `JSON.parse` is the reference;
 //! - reads the few fields the client needs (hit and visitor ids, times) on the way, and
 //!   notes where the bare-number ids are, so a JavaScript consumer can quote them (since
 //!   `JSON.parse` would round them to the nearest double, see `livestream-api.md`) while a
@@ -151,8 +153,8 @@ pub const ID_FIELDS: [&str; 6] = [
 pub const MAX_DEPTH: usize = 128;
 
 /// Validates `record` as exactly one JSON object (RFC 8259; surrounding whitespace allowed;
-/// anything `JSON.parse` accepts as an object is accepted) and reads its key fields (see the
-/// module docs for the id rules). Nothing is copied when the record is valid UTF-8: the
+/// anything `JSON.parse` accepts as an object is accepted, except nesting deeper than
+/// [`MAX_DEPTH`]) and reads its key fields (see the module docs for the id rules). Nothing is copied when the record is valid UTF-8: the
 /// returned text is a slice of `record`. Otherwise `repaired` is overwritten with the record
 /// in which each invalid sequence is replaced by U+FFFD (as `String::from_utf8_lossy`
 /// does), the text is a slice of it, and [`RecordInfo::replaced_invalid_utf8`] is set.
