@@ -421,6 +421,7 @@ const rows = [];
 const soaks = [];
 const sweep = [];
 let crossings = null;
+let chaosSoak = "";
 let fingerprint;
 let browser;
 const problems = [];
@@ -463,6 +464,26 @@ try {
         }
       });
     }
+  }
+  if (doSoak && !flag("no-chaos") && (only === "all" || only === "node")) {
+    await step("chaos soak", async () => {
+      const secs = Number(opt("chaos-secs", quick ? 60 : 300));
+      log(`bench: chaos soak, ${secs} s against the emulator's --chaos…`);
+      chaosSoak = await new Promise((resolve, reject) => {
+        const p = spawn(process.execPath, ["--test", path.join(root, "tests/node/chaos-soak.test.mjs")], {
+          env: { ...process.env, LIVESTREAM_SOAK_SECS: String(secs) },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let out = "";
+        p.stdout.on("data", (d) => (out += d));
+        p.stderr.on("data", (d) => (out += d));
+        p.on("close", (code) => {
+          const line = out.split("\n").find((l) => l.includes("chaos soak") && l.includes("emulator wrote"));
+          if (code === 0 && line) resolve(line.replace(/^#\s*/, ""));
+          else reject(new Error(`the chaos soak failed (${code}):\n${out.slice(-3000)}`));
+        });
+      });
+    });
   }
   if (doSoak) {
     if (only === "all" || only === "node") {
@@ -523,6 +544,7 @@ const report = [
   soaks.length ? soakTable(soaks) + "\n" : "",
   crossingsText(),
   sweepText(),
+  chaosSoak ? chaosSoak + "\n" : "",
   `sizes: .wasm ${sz.wasmRaw.toLocaleString("en-US")} B raw, ${sz.wasmGz.toLocaleString("en-US")} B gzipped; ` +
     `JS glue (${sz.glueFiles.join(" + ")}) ${sz.glueRaw.toLocaleString("en-US")} B raw, ${sz.glueGz.toLocaleString("en-US")} B gzipped; ` +
     `node entry ${sz.nodeRaw} B`,
