@@ -590,7 +590,10 @@ function renderRoute() {
   const stream = st ? pickRelayStream(st) : null;
   setText($("route-title"), `Through livestream-relay at ${location.host}`);
   const parts = ["The relay holds the Adobe token and the only connection to Live Stream; every viewer of this page reads the relay"];
-  if (st?.tokenSource) parts.push(`token: ${st.tokenSource}${st.tokenRenewals ? `, renewed ${nf.format(st.tokenRenewals)}×` : ""}`);
+  if (st?.tokenSource) {
+    const source = st.tokenSource === "ims" ? "token from Adobe IMS (OAuth server-to-server)" : st.tokenSource === "fixed" ? "a fixed token" : `token: ${st.tokenSource}`;
+    parts.push(`${source}${st.tokenRenewals ? `, fetched ${nf.format(st.tokenRenewals)}×` : ""}`);
+  }
   setText($("route-detail"), `${parts.join(" · ")}.`);
   const pill = $("route-pill");
   let pstate = "connecting";
@@ -623,7 +626,7 @@ function renderRoute() {
     rows.push(["Upstream reconnects", nf.format(stream.reconnects ?? 0)]);
     const statuses = Object.entries(stream.statuses || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}×${nf.format(n)}`).join(" ");
     if (statuses) rows.push(["Upstream answers", statuses]);
-    rows.push(["Viewers now", nf.format(stream.clients ?? 0)]);
+    rows.push(["Relay clients now", nf.format(stream.clients ?? 0)]);
     if (stream.clientsCut) rows.push(["Viewers cut (too slow)", nf.format(stream.clientsCut)]);
   }
   up.replaceChildren(
@@ -852,6 +855,7 @@ async function init() {
   ]);
   if (probe.status) {
     state.mode = { kind: "relay", streamPath: probe.status.streams?.[0]?.path };
+    setText($("lede-source"), "Here it reads livestream-relay, which serves this page, holds the Adobe token and keeps the one connection to Live Stream for every viewer.");
     state.relay = probe.status;
     setInterval(pollRelay, RELAY_POLL_MS);
   }

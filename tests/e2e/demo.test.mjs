@@ -382,3 +382,64 @@ test("remembered credentials stay with their origin: a link to another server ge
   assert.equal(await page.inputValue("#apiKey"), "");
   t.diagnostic(`requests the other server saw: ${seen.map((r) => `${r.method} ${r.url}`).join(", ")}`);
 });
+
+// The shape `npm start` runs: the emulator plays Adobe (Live Stream + IMS), livestream-relay
+// holds the token and the one upstream connection and serves the page; the page reads the
+// relay. Skipped when the relay is not built (cargo build --profile native -p livestream-relay).
+const RELAY_BIN = process.env.LIVESTREAM_RELAY_BIN || join(ROOT, "target/native/livestream-relay");
+
+function spawnListening(bin, args, env, what) {
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const log = [];
+  createInterface({ input: child.stderr }).on("line", (l) => { log.push(l); if (log.length > 100) log.shift(); });
+  const url = new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${what} printed no URL:\n${log.join("\n")}`)), T.start);
+    child.once("exit", (code) => fail(new Error(`${what} exited (${code}):\n${log.join("\n")}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); ok(m[1].replace(/\/$/, "")); }
+    });
+  });
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    child.kill("SIGTERM");
+    await new Promise((r) => { child.once("exit", r); setTimeout(r, 5000); });
+    if (child.exitCode === null) child.kill("SIGKILL");
+  };
+  return { child, url, log, stop };
+}
+
+test("through livestream-relay: the page says so, shows the relay's upstream state, and gets hits", { timeout: 120_000, skip: existsSync(RELAY_BIN) ? false : `no relay binary at ${RELAY_BIN}` }, async (t) => {
+  const secret = "e2e-ims-secret";
+  const emu = spawnListening(BIN, ["--listen", "127.0.0.1:0", "--rate", "100", "--seed", "9", "--ims-client-id", "demo", "--token-ttl-secs", "600", "--quiet"], { LIVESTREAM_EMULATOR_IMS_SECRET: secret }, "emulator (IMS)");
+  t.after(emu.stop);
+  const upstream = await emu.url;
+  const relay = spawnListening(RELAY_BIN, [
+    "--upstream", `${upstream}/api/1/stream/demo`, "--client-id", "demo", "--scope", "openid,AdobeID,read_organizations", "--ims-url", upstream,
+    "--listen", "127.0.0.1:0", "--www", join(ROOT, "www"), "--mount", `/pkg/=${PKG}`, "--mount", `/vendor/uplot/=${UPLOT}`,
+  ], { LIVESTREAM_CLIENT_SECRET: secret }, "relay");
+  t.after(relay.stop);
+  const site = await relay.url;
+
+  const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  await page.goto(`${site}/?autoconnect=1`, { waitUntil: "load", timeout: T.start });
+  await until(page, "hits through the relay", T.hits, (s) => s.slotState === "open" && s.rows > 10);
+  // The form's defaults for a relay: its own stream, no token in the page, a short delay.
+  assert.equal(await page.inputValue("#url"), `${site}/api/1/stream/demo`);
+  assert.equal(await page.inputValue("#token"), "");
+  assert.equal(await page.inputValue("#reconnectDelayMs"), "2000");
+  assert.equal(await page.isVisible("#delay-warning"), false, "no 409 warning: the relay never answers 409");
+  await page.waitForFunction(() => /UPSTREAM 1 OF 1 OPEN/i.test(document.getElementById("route-pill")?.textContent || ""), null, { timeout: T.state });
+  assert.match(await page.textContent("#route-title"), /Through livestream-relay/);
+  assert.match(await page.textContent("#route-detail"), /token from Adobe IMS/);
+  assert.match(await page.textContent("#relay-upstream"), /Upstream 1\s*open · HTTP 200/);
+  assert.match(await page.textContent("#lede-source"), /livestream-relay/);
+  await page.waitForTimeout(2500);
+  await page.screenshot({ path: join(OUT, "demo-relay.png"), fullPage: false });
+  assert.deepEqual(errors, [], "no console errors");
+});
