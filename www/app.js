@@ -1,5 +1,9 @@
 // The livestream-wasm demo dashboard.
 //
+// One connection for every tab: the client runs with `share: true`, so the first tab holds the
+// connection and every other tab of this origin follows it (same hits, through a
+// BroadcastChannel); `stream.stats.role` says which one this tab is.
+//
 // Data flow: the client's callbacks (onHits, onStatus, onError) and a 4-per-second poll of
 // `stream.stats` only update bounded in-memory aggregates (metrics.js) and mark what
 // changed. The DOM is touched at most once per animation frame, never per hit, so the page
@@ -14,6 +18,8 @@ const $ = (id) => document.getElementById(id);
 const TABLE_ROWS = 50;
 const TOP_ITEMS = 8;
 const POLL_MS = 250;
+const RELAY_POLL_MS = 2000;
+const RECENT_IDS = 5000;
 const TABLE_MIN_INTERVAL_MS = 250; // at most 4 table refreshes a second: readable, and cheap to lay out and paint
 const TOPS_MIN_INTERVAL_MS = 500;
 
@@ -33,13 +39,25 @@ const state = {
   client: null,
   generation: 0, // callbacks of an older client are ignored
   starting: false,
-  releaseLock: null,
+  role: null, // "leader" | "follower" with share: true, while connected
+  tookOver: false, // this tab followed a leader, then took the connection over
+  followedLeader: false, // this tab, as a follower, saw another tab's connection
+  statsBase: null, // totals of earlier leaders, so that a hand-over does not reset the counters
+  lastStats: null,
+  mode: { kind: "direct" }, // "relay" when the page is served by livestream-relay
+  relay: null, // the relay's last /status
+  relayError: "",
+  specs: null, // the package's option schema, by name
+  credentialsOrigin: null, // the origin the filled-in credentials were remembered for
   slots: [], // see newSlot()
   stats: null,
   ownHits: 0,
   paused: false,
   fatal: false,
 };
+
+// The ids of the last hits received, for checking that tabs see the same hits.
+const recentIds = [];
 
 function newSlot(index) {
   return {
@@ -63,7 +81,7 @@ function slot(i) {
   return state.slots[n];
 }
 
-const dirty = { kpi: true, slots: true, errors: true, summary: true };
+const dirty = { kpi: true, slots: true, errors: true, summary: true, share: true, route: true };
 
 // ---------------------------------------------------------------- formatting
 
@@ -115,6 +133,9 @@ function waitExplanation(s) {
     case 429:
       return "too many requests (429); backing off";
     default:
+      if (state.tookOver && s.waitStatus == null) {
+        return "this tab took over the connection from a tab that left; the service still holds that connection's slot for about a minute, so it waits first (KA-16598)";
+      }
       if (s.waitStatus >= 500) return `the service failed (${s.waitStatus}); backing off before trying again`;
       return "waiting so the server frees the old slot (KA-16598); reconnecting sooner would be answered 409 or 503";
   }
@@ -138,19 +159,6 @@ function loadPackage() {
   return pkgPromise;
 }
 
-/** Holds a Web Lock per stream URL so that two tabs of this page never both connect. */
-async function acquireTabLock(url) {
-  if (!navigator.locks) return () => {};
-  return new Promise((resolve) => {
-    navigator.locks
-      .request(`livestream-wasm-demo:${url}`, { ifAvailable: true }, (lock) => {
-        if (!lock) { resolve(null); return undefined; }
-        return new Promise((release) => resolve(release));
-      })
-      .catch(() => resolve(() => {}));
-  });
-}
-
 function resetView(slotCount) {
   rate.reset();
   pages.reset();
@@ -160,6 +168,12 @@ function resetView(slotCount) {
   state.stats = null;
   state.ownHits = 0;
   state.fatal = false;
+  state.role = null;
+  state.tookOver = false;
+  state.followedLeader = false;
+  state.statsBase = null;
+  state.lastStats = null;
+  recentIds.length = 0;
   state.slots = [];
   for (let i = 0; i < slotCount; i++) slot(i);
   renderedSlotCount = -1;
@@ -188,37 +202,27 @@ async function connect() {
     return;
   }
   settings.save(values);
+  state.credentialsOrigin = values.remember && (values.token || values.apiKey) ? settings.originOf(values.url) : null;
 
   state.starting = true;
   setFormBusy(true);
   try {
     const { LiveStream } = await loadPackage();
-    const release = await acquireTabLock(values.url);
-    if (!release) {
-      throw new Error(
-        "Another tab of this dashboard is already connected to this stream. Every tab would be one more " +
-          "client of the stream, and beyond maxConnections the service answers 409 (KA-16598): disconnect there first.",
-      );
-    }
     const gen = ++state.generation;
     const live = (fn) => (...args) => { if (gen === state.generation) fn(...args); };
-    let client;
-    try {
-      client = new LiveStream({
-        ...options,
-        onHits: live(onHits),
-        onStatus: live(onStatus),
-        onError: live(onError),
-      });
-    } catch (e) {
-      release();
-      throw e;
-    }
-    const count = options.connections ?? options.maxConnections ?? 1;
-    resetView(Math.min(8, Math.max(1, count | 0)));
+    // share: true: every tab of this origin with the same stream and options uses one set of
+    // connections. The first tab leads; the others follow and get the same callbacks.
+    const client = new LiveStream({
+      ...options,
+      share: true,
+      onHits: live(onHits),
+      onStatus: live(onStatus),
+      onError: live(onError),
+    });
+    const count = options.connections ?? options.maxConnections ?? settings.numericDefault(state.specs, "maxConnections") ?? 1;
+    resetView(Math.min(8, Math.max(1, count | 0 || 1)));
     rate.start(Date.now());
     state.client = client;
-    state.releaseLock = release;
     client.start();
     pollStats();
   } catch (e) {
@@ -234,7 +238,7 @@ async function connect() {
 function disconnect() {
   const c = state.client;
   if (!c) return;
-  try { state.stats = c.stats; } catch { /* already gone */ }
+  try { state.stats = withBase(c.stats); } catch { /* already gone */ }
   try { c.close(); } catch (e) { console.warn("close() threw", e); }
   state.generation++;
   state.client = null;
@@ -246,8 +250,7 @@ function disconnect() {
     }
     s.deadline = null;
   }
-  state.releaseLock?.();
-  state.releaseLock = null;
+  state.role = null;
   setFormBusy(false);
   dirty.slots = dirty.kpi = dirty.summary = true;
   schedule();
@@ -259,6 +262,7 @@ function setFormBusy(busy) {
   $("disconnect").disabled = !state.client;
   document.body.classList.toggle("connected", !!state.client);
   setText($("conn-line"), state.client ? $("url").value : "");
+  dirty.share = true;
 }
 
 // ---------------------------------------------------------------- callbacks (no DOM here)
@@ -278,6 +282,11 @@ function onHits(hits, info) {
     countries.addKey(h.geoCountry ? String(h.geoCountry).toUpperCase() : "Unknown", sec);
   }
   if (!state.paused) latest.pushAll(hits);
+  for (let i = Math.max(0, n - RECENT_IDS); i < n; i++) {
+    const h = hits[i];
+    if (h.hitIdHigh != null) recentIds.push(`${h.hitIdHigh}:${h.hitIdLow}`);
+  }
+  if (recentIds.length > RECENT_IDS) recentIds.splice(0, recentIds.length - RECENT_IDS);
   const s = state.slots[info?.connection];
   if (s && s.state !== "open" && s.state !== "closed") {
     // Hits prove the slot is open even if its status has not arrived yet.
@@ -320,6 +329,17 @@ function onError(error) {
   schedule();
 }
 
+const TOTALS = ["hits", "bytes", "duplicates", "malformed", "oversized", "invalidUtf8", "truncated", "reconnects", "connects"];
+
+/** The stats with the totals of earlier leaders added. */
+function withBase(st) {
+  const base = state.statsBase;
+  if (!base) return st;
+  const out = { ...st };
+  for (const k of TOTALS) out[k] = (st[k] ?? 0) + (base[k] ?? 0);
+  return out;
+}
+
 function pollStats() {
   const c = state.client;
   const now = Date.now();
@@ -327,7 +347,22 @@ function pollStats() {
     let st = null;
     try { st = c.stats; } catch { /* closed meanwhile */ }
     if (st) {
-      state.stats = st;
+      const role = st.role ?? null;
+      if (role === "follower" && Array.isArray(st.slots) && st.slots.some((x) => x.state && x.state !== "idle")) state.followedLeader = true;
+      if (role !== state.role) {
+        if (state.role === "follower" && role === "leader" && state.followedLeader) state.tookOver = true;
+        state.role = role;
+        dirty.share = dirty.summary = dirty.slots = true;
+      }
+      // Another tab now holds the connection: its counters start from zero. Keep the totals.
+      const prev = state.lastStats;
+      if (prev && (st.hits ?? 0) < (prev.hits ?? 0)) {
+        const base = state.statsBase || {};
+        for (const k of TOTALS) base[k] = (base[k] ?? 0) + (prev[k] ?? 0);
+        state.statsBase = base;
+      }
+      state.lastStats = st;
+      state.stats = withBase(st);
       const list = Array.isArray(st.slots) ? st.slots : [];
       list.forEach((x, idx) => {
         const s = slot(x.connection ?? idx);
@@ -388,6 +423,8 @@ function frame() {
     chart.setData(rate.fill(now, chartXs, chartYs, chartGaps));
   }
   if (dirty.errors) { dirty.errors = false; renderErrors(); }
+  if (dirty.share) { dirty.share = false; renderShare(); }
+  if (dirty.route) { dirty.route = false; renderRoute(); }
 }
 
 function renderKpis(now) {
@@ -487,13 +524,160 @@ function renderSummary() {
     text = n === 1 ? "Live · connected" : `Live · ${n} of ${n} connections open`;
   } else if (count("waiting")) {
     st = "waiting";
-    text = `Waiting to reconnect · ${count("open")} of ${n} open`;
+    text = state.tookOver && !count("open") ? "Taking over · waiting for the held slot" : `Waiting to reconnect · ${count("open")} of ${n} open`;
   } else if (state.client) {
     st = count("open") ? "open" : "connecting";
     text = count("open") ? `Live · ${count("open")} of ${n} open` : "Connecting…";
   }
+  if (state.client && state.role === "follower" && (st === "open" || st === "connecting" || st === "waiting")) {
+    text = st === "open" ? "Live · following another tab" : `${text} · following another tab`;
+  }
   if (el.dataset.state !== st) el.dataset.state = st;
   setText($("summary-text"), text);
+}
+
+/** The tab-sharing card: which tab holds the connection, and what happens on hand-over. */
+function renderShare() {
+  const box = $("share");
+  const role = state.client ? state.role : null;
+  box.hidden = !role;
+  box.dataset.role = role || "";
+  const btn = $("disconnect");
+  setText(btn, role === "follower" ? "Stop following" : "Disconnect");
+  if (!role) return;
+  const delay = currentDelayMs();
+  const wait = Number.isFinite(delay) ? formatWait(delay) : "the reconnect delay";
+  if (role === "follower") {
+    setText($("share-title"), "Following the tab that holds the connection");
+    setText(
+      $("share-detail"),
+      "This tab shows the same live hits through that tab (share: true) and opens no connection of its own, " +
+        "so the service still sees one client. If that tab closes or disconnects, this one takes over: " +
+        `it waits ${wait} first, because the service keeps the old connection's slot for about a minute (KA-16598).`,
+    );
+  } else if (state.tookOver) {
+    setText($("share-title"), "This tab took over the connection");
+    setText(
+      $("share-detail"),
+      `The tab that held it left. This tab waited ${wait} after that connection ended before connecting, so the service ` +
+        "had freed its slot (KA-16598). Other tabs of this dashboard follow this one.",
+    );
+  } else {
+    setText($("share-title"), "This tab holds the connection");
+    setText(
+      $("share-detail"),
+      "Other tabs of this dashboard open no connection of their own: they follow this one and show the same hits. " +
+        "If this tab closes, one of them takes over.",
+    );
+  }
+}
+
+/** The reconnect delay in use: the form's value, else the package's default. */
+function currentDelayMs() {
+  const v = $("reconnectDelayMs").value.trim();
+  if (v !== "" && Number.isFinite(Number(v))) return Number(v);
+  return settings.numericDefault(state.specs, "reconnectDelayMs");
+}
+
+/** The route card: shown when the page reads a livestream-relay, with its upstream state. */
+function renderRoute() {
+  const box = $("route");
+  const relay = state.mode.kind === "relay";
+  const viaRelay = relay && settings.originOf($("url").value) === location.origin;
+  box.hidden = !viaRelay;
+  if (!viaRelay) return;
+  const st = state.relay;
+  const stream = st ? pickRelayStream(st) : null;
+  setText($("route-title"), `Through livestream-relay at ${location.host}`);
+  const parts = ["The relay holds the Adobe token and the only connection to Live Stream; every viewer of this page reads the relay"];
+  if (st?.tokenSource) {
+    const source = st.tokenSource === "ims" ? "token from Adobe IMS (OAuth server-to-server)" : st.tokenSource === "fixed" ? "a fixed token" : `token: ${st.tokenSource}`;
+    parts.push(`${source}${st.tokenRenewals ? `, fetched ${nf.format(st.tokenRenewals)}×` : ""}`);
+  }
+  setText($("route-detail"), `${parts.join(" · ")}.`);
+  const pill = $("route-pill");
+  let pstate = "connecting";
+  let ptext = "checking…";
+  if (state.relayError) { pstate = "failed"; ptext = "status unavailable"; }
+  else if (st && !st.healthy) { pstate = "failed"; ptext = "upstream failed"; }
+  else if (stream) {
+    const slots = stream.slots || [];
+    const open = slots.filter((x) => x.state === "open").length;
+    pstate = open === slots.length && slots.length ? "open" : slots.some((x) => x.state === "waiting") ? "waiting" : "connecting";
+    ptext = `upstream ${open} of ${slots.length} open`;
+  }
+  if (pill.dataset.state !== pstate) pill.dataset.state = pstate;
+  setText(pill, ptext);
+  const up = $("relay-upstream");
+  up.hidden = !stream && !state.relayError && !(st && st.reason && !st.healthy);
+  if (up.hidden) return;
+  const rows = [];
+  if (state.relayError) rows.push(["Status", state.relayError]);
+  if (st && !st.healthy && st.reason) rows.push(["Problem", st.reason]);
+  if (stream) {
+    (stream.slots || []).forEach((x, i) => {
+      let v = x.state;
+      if (x.httpStatus != null) v += ` · HTTP ${x.httpStatus}`;
+      if (x.state === "waiting" && x.retryInMs != null) v += ` · next attempt in ${formatWait(x.retryInMs)}`;
+      if (x.reason && x.state !== "open") v += ` · ${x.reason}`;
+      rows.push([`Upstream ${i + 1}`, v, x.state]);
+    });
+    rows.push(["Records in", nf.format(stream.recordsIn ?? 0)]);
+    rows.push(["Upstream reconnects", nf.format(stream.reconnects ?? 0)]);
+    const statuses = Object.entries(stream.statuses || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}×${nf.format(n)}`).join(" ");
+    if (statuses) rows.push(["Upstream answers", statuses]);
+    rows.push(["Relay clients now", nf.format(stream.clients ?? 0)]);
+    if (stream.clientsCut) rows.push(["Viewers cut (too slow)", nf.format(stream.clientsCut)]);
+  }
+  up.replaceChildren(
+    ...rows.map(([k, v, stt]) => {
+      const d = document.createElement("div");
+      const dt = document.createElement("span");
+      dt.className = "k";
+      dt.textContent = k;
+      const dd = document.createElement("b");
+      dd.textContent = v;
+      if (stt) dd.dataset.state = stt;
+      d.append(dt, dd);
+      return d;
+    }),
+  );
+}
+
+/** The relay stream this page's URL reads (else the first). */
+function pickRelayStream(st) {
+  const streams = Array.isArray(st.streams) ? st.streams : [];
+  let path = "";
+  try { path = new URL($("url").value, location.href).pathname; } catch { /* not a URL */ }
+  return streams.find((x) => x.path === path) || streams[0] || null;
+}
+
+/** Asks the page's server for the relay's `/status` (the emulator and static servers answer `{"relay": null}` from www/status). */
+async function fetchRelayStatus() {
+  const headers = {};
+  const token = $("token")?.value.trim();
+  if (token && state.mode.kind === "relay") headers.authorization = `Bearer ${token}`;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 3000);
+  try {
+    const res = await fetch("/status", { headers, cache: "no-store", signal: ctl.signal });
+    if (res.status === 401) return { error: "the relay wants its token (LIVESTREAM_RELAY_TOKEN) in the token field" };
+    if (!res.ok) return { error: `/status answered ${res.status}` };
+    const body = await res.json();
+    return body && body.relay === "livestream-relay" ? { status: body } : { status: null };
+  } catch (e) {
+    return { error: e?.name === "AbortError" ? "/status did not answer" : String(e?.message || e) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function pollRelay() {
+  const r = await fetchRelayStatus();
+  if (r.status) { state.relay = r.status; state.relayError = ""; }
+  else if (r.error) state.relayError = r.error;
+  dirty.route = true;
+  schedule();
 }
 
 let tableRows = null;
@@ -621,16 +805,74 @@ function updateSmoothing() {
 
 function updateDelayWarning() {
   const v = $("reconnectDelayMs").value.trim();
-  $("delay-warning").hidden = !(v !== "" && Number(v) < 60000);
+  // What the real service needs: the package's default delay (60 000 ms).
+  const polite = settings.numericDefault(state.specs, "reconnectDelayMs");
+  const short = v !== "" && Number(v) < (Number.isFinite(polite) ? polite : 60000);
+  const viaRelay = state.mode.kind === "relay" && settings.originOf($("url").value) === location.origin;
+  $("delay-warning").hidden = !short || viaRelay;
+  $("delay-relay").hidden = !short || !viaRelay;
+  dirty.share = true;
 }
 
-function init() {
+/** Shows for which server the credentials would be remembered. */
+function updateRememberNote() {
+  const origin = settings.originOf($("url").value);
+  setText($("remember-origin"), origin || "this stream's server");
+}
+
+/**
+ * The URL changed: credentials filled in for another origin must not go along. Fill in what
+ * was remembered for the new origin, or clear what had been filled in automatically.
+ */
+function onUrlChanged() {
+  const origin = settings.originOf($("url").value);
+  updateRememberNote();
+  updateDelayWarning();
+  dirty.route = true;
+  schedule();
+  if (origin === state.credentialsOrigin) return;
+  const saved = settings.credentialsFor(origin);
+  if (saved) {
+    $("token").value = saved.token;
+    $("apiKey").value = saved.apiKey;
+    $("remember").checked = true;
+    state.credentialsOrigin = origin;
+  } else if (state.credentialsOrigin) {
+    $("token").value = "";
+    $("apiKey").value = "";
+    $("remember").checked = false;
+    state.credentialsOrigin = null;
+  }
+}
+
+async function init() {
   const form = $("connect-form");
-  const { values, autoconnect } = settings.initialValues(location);
-  settings.writeForm(form, values);
+  // Where this page is served from (the relay answers /status), and the package's option
+  // schema for the form's defaults and ranges: both before the form is filled in.
+  const [probe, pkg] = await Promise.all([
+    fetchRelayStatus(),
+    loadPackage().catch((e) => { showFormError(e.message); return null; }),
+  ]);
+  if (probe.status) {
+    state.mode = { kind: "relay", streamPath: probe.status.streams?.[0]?.path };
+    setText($("lede-source"), "Here it reads livestream-relay, which serves this page, holds the Adobe token and keeps the one connection to Live Stream for every viewer.");
+    state.relay = probe.status;
+    setInterval(pollRelay, RELAY_POLL_MS);
+  }
+  if (pkg) state.specs = settings.applySchema(form, pkg.optionSchema());
+  const { values, autoconnect, credentialsOrigin } = settings.initialValues(location, state.mode);
+  state.credentialsOrigin = credentialsOrigin;
+  settings.writeForm(form, values, state.mode);
   updateDelayWarning();
   updateSmoothing();
+  updateRememberNote();
   $("smoothing").addEventListener("change", updateSmoothing);
+  $("url").addEventListener("input", onUrlChanged);
+  $("remember").addEventListener("change", () => {
+    const v = settings.readForm(form);
+    settings.save(v);
+    state.credentialsOrigin = v.remember ? settings.originOf(v.url) : null;
+  });
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -641,7 +883,6 @@ function init() {
     $("connect").focus();
   });
   $("reconnectDelayMs").addEventListener("input", updateDelayWarning);
-  $("rememberToken").addEventListener("change", () => settings.save(settings.readForm(form)));
   $("pause").addEventListener("click", (e) => {
     state.paused = !state.paused;
     e.currentTarget.setAttribute("aria-pressed", String(state.paused));
@@ -662,6 +903,9 @@ function init() {
 window.liveStreamDemo = {
   get client() { return state.client; },
   get slots() { return state.slots; },
+  get role() { return state.role; },
+  get mode() { return state.mode.kind; },
+  recentHitIds: () => recentIds.slice(),
   connect,
   disconnect,
 };

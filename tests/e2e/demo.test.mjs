@@ -11,6 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { createInterface } from "node:readline";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -103,6 +104,9 @@ function snapshot(page) {
       chartLabel: document.getElementById("chart")?.getAttribute("aria-label"),
       chartCanvas: !!document.querySelector("#chart canvas"),
       errors: [...document.querySelectorAll("#errors li")].map((li) => li.textContent),
+      role: window.liveStreamDemo?.role ?? null,
+      shareTitle: document.querySelector("#share:not([hidden]) #share-title")?.textContent ?? null,
+      shareDetail: document.querySelector("#share:not([hidden]) #share-detail")?.textContent ?? null,
     };
   });
 }
@@ -143,6 +147,7 @@ after(async () => {
 test("demo page: live hits, a drop and reconnect, a 409 explained and recovered", { timeout: 240_000 }, async (t) => {
   const context = await browser.newContext({ viewport: { width: 1440, height: 1100 }, colorScheme: "light" });
   const page = await context.newPage();
+  let secondTab = null;
 
   // Console errors: none at all while loading and streaming. After the test drops the
   // connection on purpose, the browser itself may log the failed stream request
@@ -229,30 +234,61 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
     await page.emulateMedia({ colorScheme: "light" });
   });
 
-  await t.test("a second tab of the dashboard does not open a second connection", async () => {
+  await t.test("a second tab follows: the same hits, its role shown, one connection at the emulator", async () => {
     const second = await context.newPage();
     second.on("pageerror", (e) => consoleErrors.push(`second tab, uncaught: ${e.message}`));
+    second.on("console", (m) => {
+      if (m.type() === "error" && !/^Failed to load resource/.test(m.text())) consoleErrors.push(`second tab: ${m.text()}`);
+    });
     await second.goto(url, { waitUntil: "load", timeout: T.start });
-    await second.waitForSelector("#form-error:not([hidden])", { timeout: T.state });
-    assert.match(await second.textContent("#form-error"), /Another tab of this dashboard is already connected/);
-    assert.equal(await second.isEnabled("#connect"), true, "the second tab can still connect after the first lets go");
+    const { snap } = await until(second, "the second tab following with hits", T.hits, (s) => s.role === "follower" && s.rows > 10 && s.slotState === "open");
+    assert.match(snap.summaryText, /following another tab/);
+    assert.match(snap.shareTitle, /Following the tab that holds the connection/);
+    assert.match(snap.shareDetail, /takes over: it waits 2 s first/);
+    assert.equal(await second.textContent("#disconnect"), "Stop following");
+    const first = await snapshot(page);
+    assert.equal(first.role, "leader");
+    assert.match(first.shareTitle, /This tab holds the connection/);
+    // The same hits: what the second tab shows, the first tab received too.
+    const shown = snap.ids;
+    const firstIds = new Set(await page.evaluate(() => window.liveStreamDemo.recentHitIds()));
+    const missing = shown.filter((id) => !firstIds.has(id));
+    assert.deepEqual(missing, [], "every hit the second tab shows came through the first tab's connection");
+    await until(second, "the leader's totals in the follower", T.state, (s) => s.hits > 0 && Math.abs(s.hits - first.hits) < first.hits);
+    // One connection at the emulator, ever: no second one opened, not even for a moment.
     const stats = await admin("GET", `/admin/stats?stream=${STREAM}`);
-    assert.match(JSON.stringify(stats), /"live":1\b/, `still one live connection: ${JSON.stringify(stats)}`);
-    await second.close();
+    assert.equal(stats.streams[STREAM].peak_live, 1, `one live connection at most: ${JSON.stringify(stats.streams[STREAM])}`);
+    assert.equal(stats.streams[STREAM].live, 1);
+    await second.screenshot({ path: join(OUT, "demo-follower.png"), fullPage: false });
+    secondTab = second;
   });
 
-  await t.test("disconnect closes the client and frees the emulator's connection", async () => {
+  await t.test("disconnecting the first tab hands over: the follower waits for the held slot, then holds the connection", async () => {
+    const second = secondTab;
+    assert.ok(second, "the second tab is open");
     await page.click("#disconnect");
-    await until(page, "all slots closed", T.state, (s) => s.slotState === "closed" && s.summary === "closed");
+    await until(page, "the first tab closed", T.state, (s) => s.slotState === "closed" && s.summary === "closed");
+    const { snap: waiting } = await until(second, "the second tab taking over, waiting with a countdown", T.state, (s) => s.role === "leader" && s.slotState === "waiting" && s.countdown);
+    assert.match(waiting.countdown, /took over the connection from a tab that left/);
+    assert.match(waiting.countdown, /KA-16598/);
+    await until(second, "the second tab open and receiving hits", T.recover, (s) => s.role === "leader" && s.slotState === "open" && /This tab took over/.test(s.shareTitle));
+    const before = await snapshot(second);
+    await until(second, "hits after the hand-over", T.hits, (s) => s.hits > before.hits + 20);
+    const stats = await admin("GET", `/admin/stats?stream=${STREAM}`);
+    assert.equal(stats.streams[STREAM].peak_live, 1, `never two live connections: ${JSON.stringify(stats.streams[STREAM])}`);
+
+    await second.click("#disconnect");
+    await until(second, "all slots closed", T.state, (s) => s.slotState === "closed" && s.summary === "closed");
     const deadline = Date.now() + T.state;
-    let stats;
+    let live;
     do {
-      stats = await admin("GET", `/admin/stats?stream=${STREAM}`);
-      if (JSON.stringify(stats).match(/"live":0\b/)) break;
+      live = (await admin("GET", `/admin/stats?stream=${STREAM}`)).streams[STREAM].live;
+      if (live === 0) break;
       await new Promise((r) => setTimeout(r, 200));
     } while (Date.now() < deadline);
-    assert.match(JSON.stringify(stats), /"live":0\b/, `no live connection left: ${JSON.stringify(stats)}`);
-    assert.equal(await page.isEnabled("#connect"), true);
+    assert.equal(live, 0, "no live connection left once every tab disconnected");
+    assert.equal(await second.isEnabled("#connect"), true);
+    await second.close();
     assert.deepEqual(consoleErrors, [], "no unexpected console errors");
     t.diagnostic(`browser network log lines tolerated after the deliberate drops: ${tolerated.length}${tolerated.length ? ` (e.g. ${JSON.stringify(tolerated[0])})` : ""}`);
   });
@@ -276,4 +312,134 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
   });
 
   await context.close();
+});
+
+test("remembered credentials stay with their origin: a link to another server gets no token and no API key", { timeout: 120_000 }, async (t) => {
+  // A stand-in for an attacker's server on another port: it records every request and
+  // answers CORS preflights as generously as possible, so the page would send whatever it had.
+  const seen = [];
+  const attacker = createServer((req, res) => {
+    seen.push({ method: req.method, url: req.url, headers: req.headers });
+    res.setHeader("access-control-allow-origin", req.headers.origin || "*");
+    res.setHeader("access-control-allow-headers", req.headers["access-control-request-headers"] || "*");
+    res.setHeader("access-control-allow-methods", "GET, OPTIONS");
+    if (req.method === "OPTIONS") { res.writeHead(204); res.end(); return; }
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end('{"error":"not_found","error_description":"no such stream"}');
+  });
+  await new Promise((r) => attacker.listen(0, "127.0.0.1", r));
+  const other = `http://127.0.0.1:${attacker.address().port}`;
+  t.after(() => new Promise((r) => attacker.close(r)));
+
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const TOKEN = "s3cret-token-for-the-emulator";
+  const KEY = "s3cret-api-key";
+
+  // Save credentials for the emulator's origin ("remember" ticked, connect, disconnect).
+  await page.goto(`${base}/?stream=${STREAM}-creds&reconnectDelayMs=1500`, { waitUntil: "load", timeout: T.start });
+  await page.waitForFunction(() => window.liveStreamDemo && document.getElementById("reconnectDelayMs").value === "1500", null, { timeout: T.start });
+  assert.equal(await page.isChecked("#remember"), false, "nothing is remembered unless asked");
+  await page.fill("#token", TOKEN);
+  await page.fill("#apiKey", KEY);
+  await page.check("#remember");
+  await page.click("#connect");
+  await until(page, "connected with the remembered credentials", T.hits, (s) => s.slotState === "open" && s.hits > 0);
+  await page.click("#disconnect");
+  const stored = await page.evaluate(() => ({ ...localStorage }));
+  assert.ok(!JSON.stringify(JSON.parse(stored["livestream-wasm-demo:settings"] || "{}")).includes("s3cret"), "no secret in the general settings");
+  assert.deepEqual(Object.keys(JSON.parse(stored["livestream-wasm-demo:credentials"])), [base], "credentials are kept under the emulator's origin only");
+
+  // The same origin fills them in again.
+  await page.goto(`${base}/?stream=${STREAM}-creds`, { waitUntil: "load", timeout: T.start });
+  await page.waitForFunction((tok) => document.getElementById("token").value === tok, TOKEN, { timeout: T.start });
+  assert.equal(await page.inputValue("#apiKey"), KEY);
+  assert.equal(await page.isChecked("#remember"), true);
+
+  // A link to another origin with autoconnect: no token, no key, not even in the preflight.
+  const link = `${base}/?url=${encodeURIComponent(`${other}/api/1/stream/x`)}&autoconnect=1&reconnectDelayMs=1500`;
+  await page.goto(link, { waitUntil: "load", timeout: T.start });
+  await until(page, "the page tried the other server and stopped", T.state, (s) => s.slotState === "failed");
+  assert.equal(await page.inputValue("#url"), `${other}/api/1/stream/x`);
+  assert.equal(await page.inputValue("#token"), "", "no remembered token filled in for another origin");
+  assert.equal(await page.inputValue("#apiKey"), "", "no remembered API key filled in for another origin");
+  assert.equal(await page.isChecked("#remember"), false);
+  assert.ok(seen.length > 0, "the page did connect to the other server (so the check below means something)");
+  for (const r of seen) {
+    assert.equal(r.headers.authorization, undefined, `no Authorization to ${other}: ${JSON.stringify(r)}`);
+    assert.equal(r.headers["x-api-key"], undefined, `no x-api-key to ${other}: ${JSON.stringify(r)}`);
+    assert.doesNotMatch(r.headers["access-control-request-headers"] || "", /authorization|x-api-key/i, "the preflight asks for neither");
+    assert.ok(!JSON.stringify(r).includes("s3cret"), "no secret anywhere in the request");
+  }
+
+  // Typing the other origin by hand does not carry the credentials along either; going back
+  // to the emulator's URL brings them back.
+  await page.fill("#url", `${base}/api/1/stream/${STREAM}-creds`);
+  assert.equal(await page.inputValue("#token"), TOKEN);
+  await page.fill("#url", `${other}/api/1/stream/y`);
+  assert.equal(await page.inputValue("#token"), "");
+  assert.equal(await page.inputValue("#apiKey"), "");
+  t.diagnostic(`requests the other server saw: ${seen.map((r) => `${r.method} ${r.url}`).join(", ")}`);
+});
+
+// The shape `npm start` runs: the emulator plays Adobe (Live Stream + IMS), livestream-relay
+// holds the token and the one upstream connection and serves the page; the page reads the
+// relay. Skipped when the relay is not built (cargo build --profile native -p livestream-relay).
+const RELAY_BIN = process.env.LIVESTREAM_RELAY_BIN || join(ROOT, "target/native/livestream-relay");
+
+function spawnListening(bin, args, env, what) {
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const log = [];
+  createInterface({ input: child.stderr }).on("line", (l) => { log.push(l); if (log.length > 100) log.shift(); });
+  const url = new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${what} printed no URL:\n${log.join("\n")}`)), T.start);
+    child.once("exit", (code) => fail(new Error(`${what} exited (${code}):\n${log.join("\n")}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); ok(m[1].replace(/\/$/, "")); }
+    });
+  });
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    child.kill("SIGTERM");
+    await new Promise((r) => { child.once("exit", r); setTimeout(r, 5000); });
+    if (child.exitCode === null) child.kill("SIGKILL");
+  };
+  return { child, url, log, stop };
+}
+
+test("through livestream-relay: the page says so, shows the relay's upstream state, and gets hits", { timeout: 120_000, skip: existsSync(RELAY_BIN) ? false : `no relay binary at ${RELAY_BIN}` }, async (t) => {
+  const secret = "e2e-ims-secret";
+  const emu = spawnListening(BIN, ["--listen", "127.0.0.1:0", "--rate", "100", "--seed", "9", "--ims-client-id", "demo", "--token-ttl-secs", "600", "--quiet"], { LIVESTREAM_EMULATOR_IMS_SECRET: secret }, "emulator (IMS)");
+  t.after(emu.stop);
+  const upstream = await emu.url;
+  const relay = spawnListening(RELAY_BIN, [
+    "--upstream", `${upstream}/api/1/stream/demo`, "--client-id", "demo", "--scope", "openid,AdobeID,read_organizations", "--ims-url", upstream,
+    "--listen", "127.0.0.1:0", "--www", join(ROOT, "www"), "--mount", `/pkg/=${PKG}`, "--mount", `/vendor/uplot/=${UPLOT}`,
+  ], { LIVESTREAM_CLIENT_SECRET: secret }, "relay");
+  t.after(relay.stop);
+  const site = await relay.url;
+
+  const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  await page.goto(`${site}/?autoconnect=1`, { waitUntil: "load", timeout: T.start });
+  await until(page, "hits through the relay", T.hits, (s) => s.slotState === "open" && s.rows > 10);
+  // The form's defaults for a relay: its own stream, no token in the page, a short delay.
+  assert.equal(await page.inputValue("#url"), `${site}/api/1/stream/demo`);
+  assert.equal(await page.inputValue("#token"), "");
+  assert.equal(await page.inputValue("#reconnectDelayMs"), "2000");
+  assert.equal(await page.isVisible("#delay-warning"), false, "no 409 warning: the relay never answers 409");
+  await page.waitForFunction(() => /UPSTREAM 1 OF 1 OPEN/i.test(document.getElementById("route-pill")?.textContent || ""), null, { timeout: T.state });
+  assert.match(await page.textContent("#route-title"), /Through livestream-relay/);
+  assert.match(await page.textContent("#route-detail"), /token from Adobe IMS/);
+  assert.match(await page.textContent("#relay-upstream"), /Upstream 1\s*open · HTTP 200/);
+  assert.match(await page.textContent("#lede-source"), /livestream-relay/);
+  await page.waitForTimeout(2500);
+  await page.screenshot({ path: join(OUT, "demo-relay.png"), fullPage: false });
+  assert.deepEqual(errors, [], "no console errors");
 });
