@@ -126,6 +126,82 @@ pub struct Options {
     /// Do not log requests and connection events to stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Enable the emulated Adobe IMS token endpoint `POST /ims/token/v3` with this client
+    /// id; the secret comes from the environment variable LIVESTREAM_EMULATOR_IMS_SECRET
+    /// (never a flag: command lines show in `ps`). The stream then accepts only tokens it
+    /// issued and that have not expired, and requires `x-api-key` to be this client id
+    /// (unless --api-key says otherwise).
+    #[arg(long, value_name = "ID")]
+    pub ims_client_id: Option<String>,
+
+    /// The IMS client secret. Not a flag: filled from LIVESTREAM_EMULATOR_IMS_SECRET by
+    /// [`Options::with_env`]; tests that start the emulator in-process set it directly.
+    #[arg(skip)]
+    pub ims_client_secret: Option<String>,
+
+    /// Lifetime of issued IMS tokens in seconds (the `expires_in` of the answer).
+    #[arg(long, default_value_t = 86_399, value_name = "N")]
+    pub token_ttl_secs: u64,
+
+    /// A token the admin API requires as `Authorization: Bearer <token>`. Not a flag: filled
+    /// from LIVESTREAM_EMULATOR_ADMIN_TOKEN by [`Options::with_env`]. None: no admin token.
+    #[arg(skip)]
+    pub admin_token: Option<String>,
+
+    /// A browser origin allowed to call the admin API cross-origin (CORS), e.g.
+    /// `http://127.0.0.1:8000`; a port of `*` allows every port of that scheme and host
+    /// (`http://127.0.0.1:*`). Repeatable. Default: none (the admin API sends no CORS
+    /// headers and refuses requests from other origins).
+    #[arg(long = "admin-cors-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub admin_cors_origins: Vec<String>,
+
+    /// Most TCP connections served at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_clients: usize,
+
+    /// Seconds a client has to send a complete request head (and a new connection its
+    /// first request).
+    #[arg(long, default_value_t = 10.0, value_name = "S")]
+    pub header_timeout_secs: f64,
+
+    /// Seconds a keep-alive connection may stay idle (no request in progress, nothing read
+    /// or written) before it is closed. Open stream responses are never idle-closed.
+    #[arg(long, default_value_t = 60.0, value_name = "S")]
+    pub idle_timeout_secs: f64,
+
+    /// Records retained across all streams together (each stream keeps at most --backlog,
+    /// and at most this divided by the number of streams).
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub max_retained_records: usize,
+}
+
+/// Environment variable of the IMS client secret.
+pub const IMS_SECRET_ENV: &str = crate::ims::SECRET_ENV;
+/// Environment variable of the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "LIVESTREAM_EMULATOR_ADMIN_TOKEN";
+/// Highest `--rate` (and script `rate`), hits per second per stream.
+pub const MAX_RATE: f64 = 10_000.0;
+/// Highest `--slot-hold-secs` / `slot_hold_secs`.
+pub const MAX_HOLD_SECS: f64 = 3_600.0;
+/// Highest `--resume-secs` / `resume_secs`.
+pub const MAX_RESUME_SECS: f64 = 86_400.0;
+/// Highest `--backlog`.
+pub const MAX_BACKLOG: usize = 1_000_000;
+/// Longest `--token-ttl-secs` (one year).
+pub const MAX_TOKEN_TTL_SECS: u64 = 31_536_000;
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("an origin is http(s)://HOST[:PORT], got {s:?}"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(format!(
+            "an origin is http(s)://HOST[:PORT] without a path, got {s:?}"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn parse_early_status(s: &str) -> Result<u16, String> {
@@ -150,6 +226,20 @@ fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 impl Options {
+    /// Fills the secrets that are never flags from the environment:
+    /// `LIVESTREAM_EMULATOR_IMS_SECRET` and `LIVESTREAM_EMULATOR_ADMIN_TOKEN` (empty values
+    /// count as unset).
+    pub fn with_env(mut self) -> Options {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if self.ims_client_secret.is_none() {
+            self.ims_client_secret = var(IMS_SECRET_ENV);
+        }
+        if self.admin_token.is_none() {
+            self.admin_token = var(ADMIN_TOKEN_ENV);
+        }
+        self
+    }
+
     /// Checks value ranges clap cannot express; the message names the flag and the value.
     pub fn validate(&self) -> Result<(), String> {
         let non_neg = |name: &str, v: f64| {
@@ -159,10 +249,62 @@ impl Options {
                 Err(format!("--{name} must be a finite number >= 0, got {v}"))
             }
         };
-        non_neg("rate", self.rate)?;
-        non_neg("slot-hold-secs", self.slot_hold_secs)?;
-        non_neg("resume-secs", self.resume_secs)?;
-        non_neg("chaos-stall-secs", self.chaos_stall_secs)?;
+        let range = |name: &str, v: f64, max: f64| {
+            if v.is_finite() && (0.0..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "--{name} must be a number from 0 to {max}, got {v}"
+                ))
+            }
+        };
+        range("rate", self.rate, MAX_RATE)?;
+        range("slot-hold-secs", self.slot_hold_secs, MAX_HOLD_SECS)?;
+        range("resume-secs", self.resume_secs, MAX_RESUME_SECS)?;
+        range("chaos-stall-secs", self.chaos_stall_secs, 600.0)?;
+        non_neg("header-timeout-secs", self.header_timeout_secs)?;
+        non_neg("idle-timeout-secs", self.idle_timeout_secs)?;
+        if self.header_timeout_secs <= 0.0 || self.idle_timeout_secs <= 0.0 {
+            return Err(format!(
+                "--header-timeout-secs and --idle-timeout-secs must be > 0, got {} and {}",
+                self.header_timeout_secs, self.idle_timeout_secs
+            ));
+        }
+        if self.resend > 1000 {
+            return Err(format!(
+                "--resend must be from 0 to 1000, got {}",
+                self.resend
+            ));
+        }
+        if self.max_clients == 0 {
+            return Err("--max-clients must be at least 1".into());
+        }
+        if self.max_retained_records == 0 {
+            return Err("--max-retained-records must be at least 1".into());
+        }
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs) {
+            return Err(format!(
+                "--token-ttl-secs must be from 1 to {MAX_TOKEN_TTL_SECS}, got {}",
+                self.token_ttl_secs
+            ));
+        }
+        if let Some(id) = &self.ims_client_id {
+            if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "--ims-client-id must be 1 to 256 visible ASCII characters, got {id:?}"
+                ));
+            }
+            if self.ims_client_secret.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "--ims-client-id needs the client secret in the environment variable {IMS_SECRET_ENV}"
+                ));
+            }
+            if self.token.is_some() {
+                return Err(
+                    "--token and --ims-client-id exclude each other: with IMS the stream accepts the tokens IMS issued".into(),
+                );
+            }
+        }
         if let Some(k) = self.keepalive_secs {
             if !(k.is_finite() && k > 0.0) {
                 return Err(format!("--keepalive-secs must be > 0, got {k}"));
@@ -177,8 +319,11 @@ impl Options {
         if self.chaos && self.chaos_faults.is_empty() {
             return Err("--chaos-faults must name at least one fault".into());
         }
-        if self.backlog == 0 {
-            return Err("--backlog must be at least 1".into());
+        if self.backlog == 0 || self.backlog > MAX_BACKLOG {
+            return Err(format!(
+                "--backlog must be from 1 to {MAX_BACKLOG}, got {}",
+                self.backlog
+            ));
         }
         for name in &self.streams {
             if !crate::server::valid_stream_name(name) {

@@ -16,6 +16,7 @@
 pub mod body;
 pub mod cli;
 pub mod generator;
+pub mod ims;
 pub mod rng;
 pub mod script;
 pub mod server;

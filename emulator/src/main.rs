@@ -37,6 +37,12 @@ fn summary(o: &Options, seed: u64) -> String {
             o.slot_hold_secs, o.early_status, o.resume_secs, o.resend
         ),
     ];
+    if let Some(id) = &o.ims_client_id {
+        lines.push(format!(
+            "  ims: POST /ims/token/v3 for client id {id} (secret from LIVESTREAM_EMULATOR_IMS_SECRET), tokens live {} s; the stream accepts only those tokens",
+            o.token_ttl_secs
+        ));
+    }
     let mut modes = Vec::new();
     if o.redirect {
         modes.push("302 redirect (_lb=1)".to_string());
@@ -74,7 +80,7 @@ fn summary(o: &Options, seed: u64) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let opts = Options::parse();
+    let opts = Options::parse().with_env();
     if let Err(e) = opts.validate() {
         eprintln!("livestream-emulator: {e}");
         return ExitCode::from(2);

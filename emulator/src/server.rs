@@ -2,6 +2,7 @@
 
 use crate::body::{self, full, BodySender, Item, ResBody};
 use crate::cli::{Fault, Options};
+use crate::ims::{Check, Ims};
 use crate::rng::Rng;
 use crate::script::{BodyScript, CannedResponse, Script, Then};
 use crate::static_files;
@@ -36,6 +37,8 @@ const KEEP_CLOSED: usize = 1000;
 const MAX_STREAMS: usize = 256;
 /// Records remembered per slot for re-sending on resume (the cap of `--resend`).
 const MAX_RESEND: usize = 1000;
+/// Largest request body read (admin scripts, IMS forms); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Whether `name` is a usable endpoint name.
 pub fn valid_stream_name(name: &str) -> bool {
@@ -88,6 +91,13 @@ pub async fn start(opts: Options) -> io::Result<Server> {
         epoch_s: opts.epoch.map(|e| e as f64),
         started: Instant::now(),
         state: Mutex::new(State::default()),
+        ims: opts.ims_client_id.clone().map(|id| {
+            Ims::new(
+                id,
+                opts.ims_client_secret.clone().unwrap_or_default(),
+                Duration::from_secs(opts.token_ttl_secs),
+            )
+        }),
         opts,
     });
     let (tx, mut rx) = watch::channel(false);
@@ -212,6 +222,8 @@ struct App {
     epoch_s: Option<f64>,
     started: Instant,
     state: Mutex<State>,
+    /// The IMS token endpoint, when `--ims-client-id` is set.
+    ims: Option<Ims>,
 }
 
 /// Validated query parameters of a stream request.
@@ -408,6 +420,8 @@ impl App {
             r
         } else if path == "/admin" || path.starts_with("/admin/") {
             self.admin(req).await
+        } else if path == "/ims" || path.starts_with("/ims/") {
+            self.ims_request(req).await
         } else if let Some(name) = path.strip_prefix("/api/1/stream/") {
             let name = name.to_string();
             let r = self.stream_request(req, &name, remote);
@@ -519,20 +533,41 @@ impl App {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .filter(|t| !t.is_empty());
-        let auth_error = match (bearer, &self.opts.token) {
-            (None, _) => Some("an Authorization: Bearer <access token> header is required"),
-            (Some(t), Some(want)) if t != want => Some("the access token is invalid or expired"),
+        let auth_error = match (bearer, &self.opts.token, &self.ims) {
+            (None, _, _) => Some("an Authorization: Bearer <access token> header is required"),
+            (Some(t), _, Some(ims)) => match ims.check(t, Instant::now()) {
+                Check::Valid => None,
+                Check::Expired => Some(
+                    "the access token has expired: get a new one from IMS (POST /ims/token/v3)",
+                ),
+                Check::Unknown => Some(
+                    "the access token is unknown: it was not issued by this emulator's IMS (POST /ims/token/v3)",
+                ),
+            },
+            (Some(t), Some(want), None) if t != want => {
+                Some("the access token is invalid or expired")
+            }
             _ => None,
         };
         if let Some(why) = auth_error {
             let mut r = json_response(401, "unauthorized", why);
+            let challenge = if bearer.is_some() {
+                "Bearer realm=\"livestream-emulator\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"livestream-emulator\""
+            };
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"livestream-emulator\""),
+                HeaderValue::from_static(challenge),
             );
             return r;
         }
-        if let Some(want) = &self.opts.api_key {
+        let want_key = self
+            .opts
+            .api_key
+            .as_ref()
+            .or(self.opts.ims_client_id.as_ref());
+        if let Some(want) = want_key {
             match h.get("x-api-key").and_then(|v| v.to_str().ok()) {
                 None => return json_response(403, "forbidden", "an x-api-key header is required"),
                 Some(k) if k != want => {
@@ -795,6 +830,112 @@ fn canned_response(c: &CannedResponse) -> Response<ResBody> {
     r
 }
 
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within `timeout`. The error is the
+/// answer to send: 413 (too large, told by `Content-Length` before anything is read, or
+/// found while reading), 408 (too slow) or 400 (broken body).
+async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, Response<ResBody>> {
+    let too_large = || {
+        json_response(
+            413,
+            "payload_too_large",
+            &format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(json_response(
+            408,
+            "request_timeout",
+            &format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(json_response(
+            400,
+            "invalid_request",
+            &format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// IMS
+
+impl App {
+    /// `POST /ims/token/v3` (404 when IMS is off or for other paths under `/ims/`).
+    async fn ims_request(&self, req: Request<Incoming>) -> Response<ResBody> {
+        let path = req.uri().path().to_string();
+        let Some(ims) = &self.ims else {
+            return json_response(
+                404,
+                "not_found",
+                "the IMS token endpoint is off: start the emulator with --ims-client-id (and the secret in LIVESTREAM_EMULATOR_IMS_SECRET)",
+            );
+        };
+        if path != "/ims/token/v3" {
+            return json_response(
+                404,
+                "not_found",
+                &format!("no IMS endpoint {path}; tokens come from POST /ims/token/v3"),
+            );
+        }
+        if req.method() != Method::POST {
+            let mut r = json_response(
+                405,
+                "method_not_allowed",
+                &format!("/ims/token/v3 answers POST only, not {}", req.method()),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let query = req.uri().query().map(str::to_string);
+        let body = match read_body(req, self.body_timeout()).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let a = ims.token(
+            content_type.as_deref(),
+            query.as_deref(),
+            &body,
+            Instant::now(),
+        );
+        if a.status == 200 {
+            self.log(format_args!("ims: token issued"));
+        } else {
+            self.log(format_args!("ims: token request refused ({})", a.status));
+        }
+        let mut r = Response::new(full(a.body));
+        *r.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+        r
+    }
+
+    /// How long a request body may take to arrive.
+    fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.opts.header_timeout_secs)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Admin API
 
@@ -846,6 +987,9 @@ impl App {
                     ..State::default()
                 };
                 drop(st);
+                if let Some(ims) = &self.ims {
+                    ims.reset_stats();
+                }
                 self.log(format_args!("admin: reset"));
                 value_response(200, &json!({ "reset": true }))
             }
@@ -867,15 +1011,9 @@ impl App {
                 let name = name.to_string();
                 match method {
                     Method::PUT => {
-                        let bytes = match req.into_body().collect().await {
-                            Ok(b) => b.to_bytes(),
-                            Err(e) => {
-                                return json_response(
-                                    400,
-                                    "invalid_request",
-                                    &format!("could not read the body: {e}"),
-                                )
-                            }
+                        let bytes = match read_body(req, self.body_timeout()).await {
+                            Ok(b) => b,
+                            Err(r) => return r,
                         };
                         match Script::parse(&bytes) {
                             Ok(script) => {
@@ -1006,6 +1144,7 @@ impl App {
             "status_counts": status_map(&status_counts),
             "early_reconnects_refused": early,
             "concurrent_peak": peak,
+            "ims": self.ims.as_ref().map(|i| i.stats()),
         })
     }
 }

@@ -28,9 +28,16 @@ pub struct Emu {
 impl Emu {
     /// Starts an emulator on 127.0.0.1:0 with these extra flags (and --quiet).
     pub async fn start(args: &[&str]) -> Emu {
+        Emu::start_with(args, |_| {}).await
+    }
+
+    /// Like [`Emu::start`], then `edit` adjusts the options (for the fields that are not
+    /// flags, such as the IMS secret).
+    pub async fn start_with(args: &[&str], edit: impl FnOnce(&mut Options)) -> Emu {
         let mut argv = vec!["livestream-emulator", "--listen", "127.0.0.1:0", "--quiet"];
         argv.extend_from_slice(args);
-        let opts = Options::try_parse_from(argv).expect("valid test flags");
+        let mut opts = Options::try_parse_from(argv).expect("valid test flags");
+        edit(&mut opts);
         let server = start(opts).await.expect("emulator starts");
         Emu {
             addr: server.addr(),
