@@ -115,6 +115,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 1024)]
     pub client_queue: usize,
 
+    /// Kernel send buffer per downstream socket, bytes (bounds kernel memory per client and
+    /// how much a stalled client can absorb before its queue counts; 0 = the OS default).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub client_sndbuf: usize,
+
     /// gzip level of the downstream stream, 0..9 (compressed once for all clients).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub gzip_level: u32,

@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 
 use hub::Hub;
@@ -35,6 +35,9 @@ use metrics::{RelayMetrics, StreamMetrics};
 use server::Downstream;
 use tokens::{Ims, Tokens};
 use upstream::Upstream;
+
+/// How often the lag watchdog looks for downstream clients too far behind.
+const LAG_CHECK: Duration = Duration::from_millis(100);
 
 /// How long downstream connections get to finish after shutdown began.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -47,6 +50,7 @@ pub struct Relay {
     upstreams: Vec<JoinHandle<()>>,
     server: JoinHandle<()>,
     renewer: Option<JoinHandle<()>>,
+    watchdogs: Vec<JoinHandle<()>>,
 }
 
 /// The command-line flag of a core option, for error messages.
@@ -182,6 +186,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut hubs = HashMap::new();
     let mut upstreams = Vec::new();
+    let mut watchdogs = Vec::new();
     for (i, (name, config)) in configs.into_iter().enumerate() {
         let sm = streams[i].clone();
         let hub = Arc::new(Hub::new(
@@ -191,6 +196,14 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
             sm.clone(),
         ));
         hubs.insert(name, (hub.clone(), sm.clone()));
+        let watchdog = hub.clone();
+        watchdogs.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LAG_CHECK);
+            loop {
+                tick.tick().await;
+                watchdog.cut_laggards();
+            }
+        }));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -217,7 +230,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         naive: cli.naive_per_client_gzip,
         gzip_level: cli.gzip_level,
     });
-    let server = tokio::spawn(serve(listener, downstream, shutdown_rx));
+    let server = tokio::spawn(serve(listener, downstream, cli.client_sndbuf, shutdown_rx));
     Ok(Relay {
         addr,
         metrics,
@@ -225,6 +238,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         upstreams,
         server,
         renewer,
+        watchdogs,
     })
 }
 
@@ -233,7 +247,12 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn serve(listener: TcpListener, ds: Arc<Downstream>, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    ds: Arc<Downstream>,
+    sndbuf: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -244,12 +263,17 @@ async fn serve(listener: TcpListener, ds: Arc<Downstream>, mut shutdown: watch::
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                if sndbuf > 0 {
+                    let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(sndbuf);
+                }
                 let ds = ds.clone();
                 let mut stop = shutdown.clone();
+                let cut = Arc::new(Notify::new());
                 conns.spawn(async move {
+                    let cut2 = cut.clone();
                     let svc = service_fn(move |req| {
-                        let ds = ds.clone();
-                        async move { Ok::<_, std::convert::Infallible>(ds.handle(req).await) }
+                        let (ds, cut) = (ds.clone(), cut2.clone());
+                        async move { Ok::<_, std::convert::Infallible>(ds.handle(req, cut).await) }
                     });
                     let conn = http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
@@ -258,6 +282,8 @@ async fn serve(listener: TcpListener, ds: Arc<Downstream>, mut shutdown: watch::
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
+                        // Too far behind: drop the connection (the client sees an abrupt end).
+                        _ = cut.notified() => {}
                         _ = stopped(&mut stop) => {
                             conn.as_mut().graceful_shutdown();
                             let _ = tokio::time::timeout(DRAIN, conn).await;
@@ -301,6 +327,9 @@ impl Relay {
         let _ = self.server.await;
         if let Some(r) = self.renewer {
             r.abort();
+        }
+        for w in self.watchdogs {
+            w.abort();
         }
     }
 }

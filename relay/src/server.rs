@@ -17,8 +17,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 
-use crate::hub::{Hub, Segment};
+use crate::hub::{gzip_trailer, ClientWatch, Hub, Segment, GZIP_HEADER};
 use crate::metrics::{RelayMetrics, StreamMetrics};
 
 /// A response body: a whole buffer or a stream of chunks.
@@ -92,8 +93,13 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
 }
 
 enum Encoding {
-    /// Everyone's shared gzip members.
-    Shared,
+    /// Everyone's shared deflate stream; `start`/`end`: the stream positions (running
+    /// CRC-32, length) of this client's first and last byte, for its trailer.
+    Shared {
+        start: (u32, u64),
+        end: (u32, u64),
+        header_sent: bool,
+    },
     /// No compression (the client did not accept gzip).
     Identity,
     /// The benchmark baseline: one gzip stream of its own per client.
@@ -106,6 +112,7 @@ struct Feed {
     live: tokio::sync::broadcast::Receiver<Arc<Segment>>,
     enc: Encoding,
     metrics: Arc<StreamMetrics>,
+    watch: Arc<ClientWatch>,
     done: bool,
 }
 
@@ -118,7 +125,20 @@ impl Drop for Feed {
 impl Feed {
     fn frame(&mut self, seg: &Segment) -> Bytes {
         match &mut self.enc {
-            Encoding::Shared => seg.gz.clone(),
+            Encoding::Shared {
+                end, header_sent, ..
+            } => {
+                *end = seg.after;
+                if *header_sent {
+                    seg.deflate.clone()
+                } else {
+                    *header_sent = true;
+                    let mut b = Vec::with_capacity(GZIP_HEADER.len() + seg.deflate.len());
+                    b.extend_from_slice(&GZIP_HEADER);
+                    b.extend_from_slice(&seg.deflate);
+                    Bytes::from(b)
+                }
+            }
             Encoding::Identity => seg.raw.clone(),
             Encoding::Naive(enc) => {
                 enc.write_all(&seg.raw)
@@ -137,22 +157,39 @@ impl Feed {
             return Some(Ok(Frame::data(self.frame(&seg))));
         }
         match self.live.recv().await {
-            Ok(seg) => Some(Ok(Frame::data(self.frame(&seg)))),
+            Ok(seg) => {
+                self.watch.received.store(seg.seq, Relaxed);
+                Some(Ok(Frame::data(self.frame(&seg))))
+            }
             Err(RecvError::Lagged(n)) => {
                 self.done = true;
-                self.metrics.clients_cut.fetch_add(1, Relaxed);
+                if self.watch.mark_cut() {
+                    self.metrics.clients_cut.fetch_add(1, Relaxed);
+                }
                 Some(Err(io::Error::other(format!(
                     "downstream client fell {n} segments behind; cut"
                 ))))
             }
             Err(RecvError::Closed) => {
                 self.done = true;
-                match std::mem::replace(&mut self.enc, Encoding::Shared) {
+                match std::mem::replace(&mut self.enc, Encoding::Identity) {
                     Encoding::Naive(enc) => {
                         let tail = enc.finish().expect("writing to a Vec cannot fail");
                         Some(Ok(Frame::data(Bytes::from(tail))))
                     }
-                    _ => None,
+                    Encoding::Shared {
+                        start,
+                        end,
+                        header_sent,
+                    } => {
+                        let mut b = Vec::new();
+                        if !header_sent {
+                            b.extend_from_slice(&GZIP_HEADER);
+                        }
+                        b.extend_from_slice(&gzip_trailer(start, end));
+                        Some(Ok(Frame::data(Bytes::from(b))))
+                    }
+                    Encoding::Identity => None,
                 }
             }
         }
@@ -160,10 +197,14 @@ impl Feed {
 }
 
 impl Downstream {
-    /// Answers one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request; `cut` ends the request's connection (a client too far behind).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        cut: Arc<Notify>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
-        let mut resp = self.route(&req, &path).await;
+        let mut resp = self.route(&req, &path, cut).await;
         let h = resp.headers_mut();
         h.insert(
             "x-content-type-options",
@@ -236,7 +277,7 @@ impl Downstream {
         }
     }
 
-    async fn route(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {
+    async fn route(&self, req: &Request<Incoming>, path: &str, cut: Arc<Notify>) -> Response<Body> {
         let is_data = path.starts_with("/api/") || path == "/status" || path == "/metrics";
         if req.method() == Method::OPTIONS {
             return self.preflight(req, is_data);
@@ -280,7 +321,7 @@ impl Downstream {
                     "application/json",
                     self.metrics.status_json().to_string(),
                 ),
-                _ => self.stream(req, path),
+                _ => self.stream(req, path, cut),
             },
         };
         if let Some(origin) = cors {
@@ -333,7 +374,7 @@ impl Downstream {
         r
     }
 
-    fn stream(&self, req: &Request<Incoming>, path: &str) -> Response<Body> {
+    fn stream(&self, req: &Request<Incoming>, path: &str, cut: Arc<Notify>) -> Response<Body> {
         let name = path.strip_prefix("/api/1/stream/").unwrap_or("");
         let Some((hub, metrics)) = self.hubs.get(name) else {
             let mut names: Vec<&str> = self.hubs.keys().map(String::as_str).collect();
@@ -362,17 +403,23 @@ impl Downstream {
         let gzip = accepts_gzip(req.headers().get(ACCEPT_ENCODING));
         let enc = match (gzip, self.naive) {
             (false, _) => Encoding::Identity,
-            (true, false) => Encoding::Shared,
+            (true, false) => Encoding::Shared {
+                start: join.start,
+                end: join.start,
+                header_sent: false,
+            },
             (true, true) => Encoding::Naive(Box::new(GzEncoder::new(
                 Vec::new(),
                 Compression::new(self.gzip_level),
             ))),
         };
+        let watch = hub.watch(&join, cut);
         let feed = Feed {
             replay: join.replay.into_iter(),
             live: join.live,
             enc,
             metrics: metrics.clone(),
+            watch,
             done: false,
         };
         let stream = futures_util::stream::unfold(feed, |mut feed| async move {

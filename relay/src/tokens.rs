@@ -18,8 +18,6 @@ use crate::metrics::RelayMetrics;
 const MAX_IMS_BODY: usize = 64 * 1024;
 /// A token is renewed once this share of its lifetime has passed.
 const RENEW_AT: f64 = 0.9;
-/// A refresh asked for (after a 401) reuses a token obtained less than this long ago.
-const FRESH: Duration = Duration::from_secs(2);
 
 /// Where upstream tokens come from.
 #[derive(Clone, Debug)]
@@ -31,18 +29,18 @@ pub enum Tokens {
 }
 
 impl Tokens {
-    /// A token for the next upstream request; `refresh`: the last one was refused (401).
-    pub async fn get(&self, refresh: bool) -> Result<String, String> {
+    /// A token for the next upstream request; `refused`: the token Live Stream just
+    /// refused (401), which must not be handed out again.
+    pub async fn get(&self, refused: Option<&str>) -> Result<String, String> {
         match self {
             Tokens::Fixed(t) => Ok(t.to_string()),
-            Tokens::Ims(ims) => ims.token(refresh).await,
+            Tokens::Ims(ims) => ims.token(refused).await,
         }
     }
 }
 
 struct Held {
     token: String,
-    obtained: Instant,
     renew_at: Instant,
 }
 
@@ -104,13 +102,12 @@ impl Ims {
     }
 
     /// The current token, fetching a new one when none is held, when it is due for renewal,
-    /// or when `refresh` and the held one is not brand new. One request at a time.
-    pub async fn token(&self, refresh: bool) -> Result<String, String> {
+    /// or when it is the one just `refused`. One IMS request at a time: slots refused at
+    /// the same moment share the one new token.
+    pub async fn token(&self, refused: Option<&str>) -> Result<String, String> {
         let mut held = self.held.lock().await;
-        let now = Instant::now();
         if let Some(h) = held.as_ref() {
-            let fresh_enough = !refresh || now.duration_since(h.obtained) < FRESH;
-            if now < h.renew_at && fresh_enough {
+            if Instant::now() < h.renew_at && refused != Some(h.token.as_str()) {
                 return Ok(h.token.clone());
             }
         }
@@ -120,7 +117,6 @@ impl Ims {
                 let now = Instant::now();
                 *held = Some(Held {
                     token: token.clone(),
-                    obtained: now,
                     renew_at: now + ttl.mul_f64(RENEW_AT),
                 });
                 Ok(token)
@@ -146,7 +142,7 @@ impl Ims {
                 .await
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
             tokio::time::sleep_until(at).await;
-            if let Err(e) = self.token(false).await {
+            if let Err(e) = self.token(None).await {
                 if !quiet {
                     eprintln!("livestream-relay: token renewal failed: {e}");
                 }

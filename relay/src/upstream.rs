@@ -34,8 +34,10 @@ enum Input {
 
 /// One upstream stream's driver.
 pub struct Upstream {
-    /// URLs of attempts waiting for their token.
-    urls: HashMap<u64, String>,
+    /// Slot and URL of attempts waiting for their token.
+    urls: HashMap<u64, (usize, String)>,
+    /// The token each slot sent last (so that a 401 makes IMS issue a new one).
+    sent_tokens: HashMap<usize, String>,
     /// The core client for this stream.
     pub client: Client,
     /// Where tokens come from.
@@ -62,6 +64,7 @@ impl Upstream {
     ) -> Upstream {
         Upstream {
             urls: HashMap::new(),
+            sent_tokens: HashMap::new(),
             client,
             tokens,
             http,
@@ -130,11 +133,14 @@ impl Upstream {
                     Action::Connect(req) => {
                         tasks.retain(|_, t| !t.is_finished());
                         self.urls.retain(|id, _| tasks.contains_key(id));
-                        self.urls.insert(req.id, req.url);
+                        let refused = req
+                            .refresh_token
+                            .then(|| self.sent_tokens.get(&req.slot).cloned())
+                            .flatten();
+                        self.urls.insert(req.id, (req.slot, req.url));
                         let (tokens, tx, id) = (self.tokens.clone(), tx.clone(), req.id);
-                        let refresh = req.refresh_token;
                         let task = tokio::spawn(async move {
-                            let input = match tokens.get(refresh).await {
+                            let input = match tokens.get(refused.as_deref()).await {
                                 Ok(token) => Input::Token { id, token },
                                 Err(message) => Input::TokenError { id, message },
                             };
@@ -240,9 +246,10 @@ impl Upstream {
         match input {
             Input::Token { id, token } => match self.client.request_headers(&token) {
                 Ok(headers) => {
-                    let Some(url) = self.urls.remove(&id) else {
+                    let Some((slot, url)) = self.urls.remove(&id) else {
                         return;
                     };
+                    self.sent_tokens.insert(slot, token);
                     let task =
                         tokio::spawn(request(self.http.clone(), id, url, headers, tx.clone()));
                     if let Some(old) = tasks.insert(id, task) {
