@@ -6,7 +6,7 @@
 mod support;
 
 use livestream_wasm::core::{Event, Options, ResponseHead, SlotState};
-use support::{options, record, Harness};
+use support::{ms, options, record, Harness};
 
 /// How long the model keeps a slot after its client vanished.
 const SLOT_HOLD_MS: u64 = 60_000;
@@ -65,7 +65,7 @@ struct Outcome {
 
 fn run(o: Options, print: bool) -> Outcome {
     let mut h = Harness::new(Options {
-        reconnect_jitter_ms: Some(5_000.0),
+        reconnect_jitter: ms(5_000),
         ..o
     });
     let mut model = Model::new();
@@ -89,13 +89,13 @@ fn run(o: Options, print: bool) -> Outcome {
             } else {
                 ""
             };
-            h.respond_with(
+            h.respond_body(
                 0,
                 ResponseHead {
                     status,
-                    body: body.into(),
                     ..Default::default()
                 },
+                body,
             );
             if status == 409 {
                 out.conflicts += 1;
@@ -103,7 +103,7 @@ fn run(o: Options, print: bool) -> Outcome {
             if status == 200 {
                 opened_at = Some(h.now);
             }
-            let wait = h.last_status(0).retry_in_ms;
+            let wait = h.last_status(0).retry_in.map(|d| d.as_millis() as u64);
             out.attempts.push((t, status, wait));
             if print {
                 let verdict = match status {
@@ -132,7 +132,11 @@ fn run(o: Options, print: bool) -> Outcome {
                 out.connected_ms += h.now - opened_at.take().unwrap();
                 h.fail(0, "connection reset by peer");
                 if print {
-                    let wait = h.last_status(0).retry_in_ms.unwrap_or(0);
+                    let wait = h
+                        .last_status(0)
+                        .retry_in
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
                     println!(
                         "  t={:>7.1} s  the service drops the connection -> waiting {:.1} s",
                         h.now as f64 / 1000.0,
@@ -162,8 +166,8 @@ fn ka_16598_storm_schedule() {
     println!("\nsame storm, a naive client that reconnects after 1 s:");
     let naive = run(
         Options {
-            reconnect_delay_ms: Some(1_000.0),
-            max_reconnect_delay_ms: Some(1_000.0),
+            reconnect_delay: ms(1_000),
+            max_reconnect_delay: ms(1_000),
             ..options()
         },
         false,

@@ -1,25 +1,94 @@
 //! The client state machine: a pool of connection slots sharing one configuration, one
 //! de-duplication memory and one set of counters.
 //!
+//! The client owns every decision about a connection attempt; a host (the wasm shell, the
+//! native relay) only carries out what [`Client::poll_output`] says and reports back what
+//! happened, with the time:
+//!
+//! ```text
+//! host                                   client
+//!  start(now) ─────────────────────────▶
+//!             ◀── Output::Connect {attempt, url}      get a token, send the GET
+//!  handle_response(attempt, head) ─────▶
+//!             ◀── Output::ReadBody {attempt}          200: stream the body
+//!             ◀── Output::ReadErrorBody {attempt}     non-200: read a little of it
+//!  handle_data(attempt, chunk, sink) ──▶ records ──▶ sink.hit(…) (de-duplicated)
+//!  handle_end / handle_failure ────────▶
+//!             ◀── Output::Event(Status waiting, retry in 60 s)
+//!             ◀── Output::Wait(Some(t))               arm one timer for t
+//!  handle_timeout(t) ──────────────────▶
+//!             ◀── Output::Connect {…}                 the next attempt
+//! ```
+//!
 //! Each slot walks `Idle -> Connecting -> Open -> Waiting -> Connecting …`; `Closed` and
 //! `Failed` are final. The one rule that matters (KA-16598): after any loss, a slot's next
-//! attempt is at least `reconnect_delay_ms` later. The only immediate follow-ups are a
-//! redirect hop (the same attempt, continued) and the first retry after a 401 with a fresh
-//! token (a refused request held no slot).
+//! attempt is at least `reconnect_delay` later. The only immediate follow-ups are a redirect
+//! hop (the same attempt, continued) and the first retry after a 401 with a fresh token (a
+//! refused request held no slot).
 
 use std::collections::VecDeque;
+use std::fmt;
 
-use super::config::Config;
+use super::config::{Config, TokenSource};
 use super::dedup::Dedup;
 use super::framer::{FrameSink, Framer};
 use super::policy::{self, Verdict};
-use super::record::{rewrite_record, text_class, RecordInfo, TextClass};
-use super::Millis;
+use super::record::{scan_record, RecordInfo};
+use super::time::{millis, Duration, Human, Instant};
 
 pub use super::policy::ErrorCode;
 
 /// Redirects followed in a row before the attempt counts as failed.
 pub const MAX_REDIRECTS: u8 = 5;
+
+/// The most of a non-200 body the client asks the host to read, for its error message.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Names one connection attempt (one request, redirect hops get a new one). Answers about an
+/// attempt that is no longer current (aborted, superseded) are ignored, so a host never has to
+/// track which of its requests still matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId(u64);
+
+impl AttemptId {
+    /// The number, for hosts that must hand it through an untyped boundary (JavaScript).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id `n` handed back by such a host.
+    pub const fn from_raw(n: u64) -> AttemptId {
+        AttemptId(n)
+    }
+}
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt #{}", self.0)
+    }
+}
+
+/// Names one connection slot: `info.connection` in JavaScript, 0-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotId(u8);
+
+impl SlotId {
+    /// The slot's index, 0-based.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Slot `i` (hosts and tests; `i` < 256).
+    pub const fn new(i: u8) -> SlotId {
+        SlotId(i)
+    }
+}
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection {}", self.0)
+    }
+}
 
 /// The state of one connection slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +108,7 @@ pub enum SlotState {
 }
 
 impl SlotState {
-    /// The `state` string of the JavaScript API.
+    /// The `state` string of the public APIs.
     pub fn as_str(self) -> &'static str {
         match self {
             SlotState::Idle => "idle",
@@ -52,41 +121,90 @@ impl SlotState {
     }
 }
 
-/// A request the shell must make now.
+/// The state of the whole client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Created, not started.
+    Idle,
+    /// Started: slots connect, read and wait.
+    Running,
+    /// Closed by the user. Final.
+    Closed,
+    /// Stopped by a fatal error. Final.
+    Failed,
+}
+
+impl ClientState {
+    /// The `state` string of the public APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Running => "running",
+            ClientState::Closed => "closed",
+            ClientState::Failed => "failed",
+        }
+    }
+}
+
+/// A request the host must make now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectRequest {
-    /// Identifies this attempt in every `handle_*` call about it; answers about an attempt
-    /// that is no longer current (aborted, superseded) are ignored.
-    pub id: u64,
-    /// The slot index (`info.connection` in JavaScript).
-    pub slot: usize,
+    /// Names this attempt in every `handle_*` call about it.
+    pub attempt: AttemptId,
+    /// The slot it is for.
+    pub slot: SlotId,
     /// The full URL, query parameters included.
     pub url: String,
     /// The previous attempt got 401: a token provider must be asked for a new token.
     pub refresh_token: bool,
 }
 
-/// Something the shell must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Get a token, then send a GET with [`Client::request_headers`] to `url`.
+/// One step the host must carry out, or the end of the steps for now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Get a token (when the configuration has a source), then send a GET to the URL with
+    /// [`Client::request_headers`], without following redirects, and report the response
+    /// head with [`Client::handle_response`] or a failure with [`Client::handle_failure`].
     Connect(ConnectRequest),
-    /// Abort the request or body read of attempt `id` (idle timeout, fatal error, close).
+    /// The 200 response was accepted: stream its body into [`Client::handle_data`] until
+    /// [`Client::handle_end`] or [`Client::handle_failure`].
+    ReadBody {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Its slot.
+        slot: SlotId,
+    },
+    /// Read at most `limit` bytes of the non-200 body (the server's explanation), then hand
+    /// them (or what could be read) to [`Client::handle_error_body`] and drop the rest.
+    ReadErrorBody {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Its slot.
+        slot: SlotId,
+        /// The most bytes to read.
+        limit: usize,
+    },
+    /// Stop the request or body read of `attempt` and release it (idle timeout, fatal error,
+    /// close, an unreadable body, a redirect's body). Harmless when it already ended.
     Abort {
         /// The attempt.
-        id: u64,
+        attempt: AttemptId,
         /// Its slot.
-        slot: usize,
+        slot: SlotId,
     },
+    /// Something to tell the user.
+    Event(Event),
+    /// Nothing more to do now: call [`Client::handle_timeout`] at this instant (`None`: no
+    /// timer is needed; cancel any that is armed).
+    Wait(Option<Instant>),
 }
 
-/// The parts of a response the policy needs. For a non-200 status the shell reads the body
-/// (bounded, e.g. 64 KiB) into `body` first, so a 409's `error_description` can be shown.
+/// The parts of a response head the policy needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResponseHead {
     /// HTTP status code.
     pub status: u16,
-    /// `Location` header (redirects handled by the shell with `redirect: "manual"`).
+    /// `Location` header (redirects are followed by the client, never by the host).
     pub location: Option<String>,
     /// `Retry-After` header.
     pub retry_after: Option<String>,
@@ -98,21 +216,19 @@ pub struct ResponseHead {
     /// (a browser's `response.url`); a different origin is fatal, since `Authorization` was
     /// stripped on the way.
     pub final_url: Option<String>,
-    /// The body of a non-200 response (or empty).
-    pub body: String,
 }
 
 /// A change of a slot's state, for `onStatus`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusEvent {
-    /// Slot index.
-    pub slot: usize,
+    /// The slot.
+    pub slot: SlotId,
     /// New state.
     pub state: SlotState,
     /// The HTTP status behind the change, when there is one.
     pub http_status: Option<u16>,
     /// While `Waiting`: the wait actually scheduled.
-    pub retry_in_ms: Option<u64>,
+    pub retry_in: Option<Duration>,
     /// Why, in words a user can act on.
     pub reason: String,
 }
@@ -124,197 +240,44 @@ pub struct ErrorEvent {
     pub code: ErrorCode,
     /// What happened and what to do.
     pub message: String,
-    /// Slot index, when it concerns one slot.
-    pub slot: Option<usize>,
+    /// The slot, when it concerns one.
+    pub slot: Option<SlotId>,
     /// HTTP status, when there is one.
     pub http_status: Option<u16>,
     /// True when the client stopped for good.
     pub fatal: bool,
 }
 
-/// Bit in [`Batch::flags`]: the record has both hitIdHigh and hitIdLow.
-pub const HAS_HIT_ID: u8 = 1;
-/// Bit in [`Batch::flags`]: the record has both visIdHigh and visIdLow.
-pub const HAS_VIS_ID: u8 = 2;
-
-/// The new (de-duplicated) hits of one chunk, in a form that crosses into JavaScript in one
-/// go: `json` holds the records as JSON text, ids as strings; the other vectors hold one
-/// entry per record for consumers that only count and aggregate.
-///
-/// `json` is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in stream order:
-/// `json[..regions[0]]` holds the records that are all ASCII, `json[regions[0]..regions[1]]`
-/// those with characters up to U+00FF (both one-byte strings in V8, but only pure ASCII
-/// decodes at memcpy speed), `json[regions[1]..]` the others (two-byte strings). A reader
-/// that decodes whole regions keeps each record in its fastest form; `starts[i]` tells which
-/// region hit `i` is in, so stream order can be restored.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// Slot index the chunk came from.
-    pub slot: usize,
-    /// `[ASCII records][Latin-1 records][wide records]`, valid UTF-8, the six id fields as
-    /// decimal strings.
-    pub json: Vec<u8>,
-    /// Byte offsets in `json` where the second and the third region start.
-    pub regions: [usize; 2],
-    /// Byte offset of each record in `json`, in stream order.
-    pub starts: Vec<u32>,
-    /// Byte offset just past each record in `json`.
-    pub ends: Vec<u32>,
-    /// hitIdHigh (0 when absent; see `flags`).
-    pub hit_id_high: Vec<u64>,
-    /// hitIdLow (0 when absent).
-    pub hit_id_low: Vec<u64>,
-    /// visIdHigh (0 when absent).
-    pub vis_id_high: Vec<u64>,
-    /// visIdLow (0 when absent).
-    pub vis_id_low: Vec<u64>,
-    /// timeGMT in Unix seconds (NaN when absent).
-    pub time_gmt: Vec<f64>,
-    /// receivedTimeGMT in Unix seconds (NaN when absent).
-    pub received_time_gmt: Vec<f64>,
-    /// [`HAS_HIT_ID`] | [`HAS_VIS_ID`] per record.
-    pub flags: Vec<u8>,
-    /// Scratch while building: the Latin-1 and the wide records' text and indices.
-    spill: [Spill; 2],
-}
-
-/// The records of one region while a batch is built (see [`Batch`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Spill {
-    text: Vec<u8>,
-    index: Vec<u32>,
-}
-
-/// A recycled batch whose text buffer grew beyond this is dropped rather than kept.
-const KEEP_BATCH_BYTES: usize = 4 << 20;
-
-impl Batch {
-    /// Closes the ASCII region and appends the other two: `[…]` + `[…]` + `[…]`.
-    fn finish(&mut self) {
-        self.json.push(b']');
-        for k in 0..2 {
-            self.regions[k] = self.json.len();
-            let base = (self.json.len() + 1) as u32;
-            let r = &mut self.spill[k];
-            self.json.push(b'[');
-            self.json.extend_from_slice(&r.text);
-            self.json.push(b']');
-            for &i in &r.index {
-                self.starts[i as usize] += base;
-                self.ends[i as usize] += base;
-            }
-            r.text.clear();
-        }
-    }
-
-    /// Number of records in each region of `json`: all ASCII, Latin-1, wide.
-    pub fn region_lens(&self) -> [usize; 3] {
-        let (l, w) = (self.spill[0].index.len(), self.spill[1].index.len());
-        [self.len() - l - w, l, w]
-    }
-
-    /// Number of hits.
-    pub fn len(&self) -> usize {
-        self.starts.len()
-    }
-
-    /// True when there are no hits.
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
-    }
-
-    /// The text of hit `i` (a JSON object).
-    pub fn record(&self, i: usize) -> &str {
-        let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
-        // The batch is built from validated UTF-8 only.
-        std::str::from_utf8(bytes).unwrap_or_default()
-    }
-
-    fn clear(&mut self, slot: usize) {
-        self.slot = slot;
-        self.json.clear();
-        self.json.push(b'[');
-        self.regions = [0; 2];
-        for r in &mut self.spill {
-            r.text.clear();
-            r.index.clear();
-        }
-        self.starts.clear();
-        self.ends.clear();
-        self.hit_id_high.clear();
-        self.hit_id_low.clear();
-        self.vis_id_high.clear();
-        self.vis_id_low.clear();
-        self.time_gmt.clear();
-        self.received_time_gmt.clear();
-        self.flags.clear();
-    }
-
-    /// Records the entry of the record just written at `json[start..]`. A record that is
-    /// not all ASCII is moved to its region's scratch buffer; its offsets are fixed up in
-    /// `finish`.
-    fn push_info(&mut self, mark: usize, start: usize, info: &RecordInfo) {
-        let class = text_class(&self.json[start..]);
-        if class != TextClass::Ascii {
-            let r = &mut self.spill[class as usize - 1];
-            if !r.text.is_empty() {
-                r.text.push(b',');
-            }
-            let at = r.text.len();
-            r.text.extend_from_slice(&self.json[start..]);
-            self.json.truncate(mark);
-            r.index.push(self.starts.len() as u32);
-            self.starts.push(at as u32);
-            self.ends.push(r.text.len() as u32);
-        } else {
-            self.starts.push(start as u32);
-            self.ends.push(self.json.len() as u32);
-        }
-        let (hh, hl) = info.hit_key.map_or((0, 0), |k| (k.high, k.low));
-        let (vh, vl) = info.vis_id.unwrap_or((0, 0));
-        self.hit_id_high.push(hh);
-        self.hit_id_low.push(hl);
-        self.vis_id_high.push(vh);
-        self.vis_id_low.push(vl);
-        self.time_gmt.push(info.time_gmt.unwrap_or(f64::NAN));
-        self.received_time_gmt
-            .push(info.received_time_gmt.unwrap_or(f64::NAN));
-        let mut f = 0;
-        if info.hit_key.is_some() {
-            f |= HAS_HIT_ID;
-        }
-        if info.vis_id.is_some() {
-            f |= HAS_VIS_ID;
-        }
-        self.flags.push(f);
-    }
-}
-
-/// Something to deliver to the user.
-// Hits is by far the most frequent event; boxing it would cost an allocation per chunk, and
-// an event is only moved twice (into the queue and out of it).
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
+/// Something to tell the user (hits go to the [`HitSink`] instead).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// New hits (never empty).
-    Hits(Batch),
     /// A slot changed state.
     Status(StatusEvent),
     /// A problem (fatal or not).
     Error(ErrorEvent),
 }
 
+/// Receives each new hit while [`Client::handle_data`] runs: the host's fast path.
+pub trait HitSink {
+    /// One validated record that is not a duplicate. `text` is the record's JSON as received
+    /// (valid UTF-8; invalid bytes replaced by U+FFFD; ids bare, as on the wire); `info` has
+    /// the key fields and where the ids are.
+    fn hit(&mut self, slot: SlotId, text: &[u8], info: &RecordInfo);
+}
+
 /// Per-slot figures, part of [`Stats`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotStats {
+    /// The slot.
+    pub slot: SlotId,
     /// Current state.
     pub state: SlotState,
     /// When the slot entered it.
-    pub since: Millis,
+    pub since: Instant,
     /// Last HTTP status seen.
     pub http_status: Option<u16>,
     /// While waiting: when the next attempt is due.
-    pub next_attempt_at: Option<Millis>,
+    pub next_attempt_at: Option<Instant>,
     /// Why it is in this state.
     pub reason: String,
     /// Hits delivered from this slot.
@@ -323,11 +286,11 @@ pub struct SlotStats {
     pub bytes: u64,
     /// Requests made by this slot (redirect hops included).
     pub connects: u64,
-    /// Failures in a row (drives the growth of the wait).
+    /// Failed attempts in a row (drives the growth of the wait).
     pub failures: u32,
 }
 
-/// Counters of the whole client, for `stream.stats`.
+/// Counters of the whole client.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Hits delivered (duplicates excluded).
@@ -360,16 +323,36 @@ enum Phase {
     Failed,
 }
 
+/// Where the current attempt of a slot is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Waiting for the response head.
+    Request,
+    /// A non-200 head arrived; waiting for its body.
+    ErrorBody,
+    /// Reading a 200 body.
+    Body,
+}
+
+struct Attempt {
+    id: AttemptId,
+    step: Step,
+    /// The head of a non-200 response while its body is read.
+    head: Option<ResponseHead>,
+}
+
 struct Slot {
     state: SlotState,
-    since: Millis,
-    attempt: Option<u64>,
+    since: Instant,
+    attempt: Option<Attempt>,
     requested_url: String,
     http_status: Option<u16>,
     reason: String,
-    next_attempt_at: Option<Millis>,
-    opened_at: Option<Millis>,
-    last_activity: Millis,
+    next_attempt_at: Option<Instant>,
+    opened_at: Option<Instant>,
+    /// Hits delivered by the current connection (a connection that delivered is a success).
+    hits_this_connection: u64,
+    last_activity: Instant,
     has_opened: bool,
     failures: u32,
     unauthorized_in_a_row: u32,
@@ -402,26 +385,27 @@ pub struct Client {
     next_id: u64,
     phase: Phase,
     counters: Counters,
-    actions: VecDeque<Action>,
-    events: VecDeque<Event>,
-    batch: Batch,
+    outputs: VecDeque<Output>,
+    /// Scratch for records whose invalid UTF-8 had to be replaced.
+    repaired: Vec<u8>,
 }
 
 impl Client {
-    /// A client for `config`; `seed` drives the reconnect jitter (any value; the shell
-    /// passes a random one, tests a fixed one).
+    /// A client for `config`; `seed` drives the reconnect jitter and keys the duplicate
+    /// filter's hash (any value; hosts pass a random one, tests a fixed one).
     pub fn new(config: Config, seed: u64) -> Self {
         let slots = (0..config.connections)
             .map(|_| Slot {
                 state: SlotState::Idle,
-                since: 0,
+                since: Instant::ZERO,
                 attempt: None,
                 requested_url: String::new(),
                 http_status: None,
                 reason: "not started".to_string(),
                 next_attempt_at: None,
                 opened_at: None,
-                last_activity: 0,
+                hits_this_connection: 0,
+                last_activity: Instant::ZERO,
                 has_opened: false,
                 failures: 0,
                 unauthorized_in_a_row: 0,
@@ -440,9 +424,8 @@ impl Client {
             next_id: 1,
             phase: Phase::New,
             counters: Counters::default(),
-            actions: VecDeque::new(),
-            events: VecDeque::new(),
-            batch: Batch::default(),
+            outputs: VecDeque::new(),
+            repaired: Vec::new(),
         }
     }
 
@@ -451,23 +434,58 @@ impl Client {
         &self.config
     }
 
-    /// The headers of a request, given the token (checked; a leading `Bearer ` is dropped).
-    pub fn request_headers(&self, token: &str) -> Result<Vec<(&'static str, String)>, String> {
-        let bare = super::config::validate_token(token).map_err(|e| e.to_string())?;
-        Ok(self.config.request_headers(&bare))
+    /// The headers of a request: pass the token the host got for it (checked here; a leading
+    /// `Bearer ` is dropped), or `None` when the configuration has no token source.
+    pub fn request_headers(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Vec<(&'static str, String)>, super::config::ConfigError> {
+        let bare = token.map(super::config::validate_token).transpose()?;
+        Ok(self.config.request_headers(bare.as_deref()))
     }
 
-    /// Opens every slot. Returns false (and does nothing) when already started, closed or
-    /// failed.
-    pub fn start(&mut self, now: Millis) -> bool {
+    /// Opens every slot now. Does nothing when already started, closed or failed.
+    pub fn start(&mut self, now: Instant) {
+        self.start_after(now, None);
+    }
+
+    /// Opens every slot, but when another holder of the same stream lost (or may have lost)
+    /// its connection at `last_loss`, no sooner than `reconnect_delay` after it: Adobe still
+    /// holds that connection's slot for about a minute (KA-16598). Used for hand-overs between
+    /// tabs or relays. Does nothing when already started, closed or failed.
+    pub fn start_after(&mut self, now: Instant, last_loss: Option<Instant>) {
         if self.phase != Phase::New {
-            return false;
+            return;
         }
         self.phase = Phase::Running;
         for i in 0..self.slots.len() {
-            self.connect(i, None, false, now);
+            match last_loss {
+                Some(lost) if lost + self.config.reconnect_delay > now => {
+                    let wait = self.jittered(self.config.reconnect_delay);
+                    let at = lost + wait;
+                    let left = at - now;
+                    let slot = &mut self.slots[i];
+                    slot.next_attempt_at = Some(at);
+                    let reason = format!(
+                        "taking over a connection lost {} ago; the service still holds its slot, so the first attempt waits {} (KA-16598)",
+                        Human(now - lost),
+                        Human(left)
+                    );
+                    self.set_state(i, SlotState::Waiting, now, None, Some(left), reason);
+                }
+                _ => self.connect(i, None, false, now),
+            }
         }
-        true
+    }
+
+    /// The state of the whole client.
+    pub fn state(&self) -> ClientState {
+        match self.phase {
+            Phase::New => ClientState::Idle,
+            Phase::Running => ClientState::Running,
+            Phase::Closed => ClientState::Closed,
+            Phase::Failed => ClientState::Failed,
+        }
     }
 
     /// True once `close` was called or a fatal error stopped the client.
@@ -476,15 +494,14 @@ impl Client {
     }
 
     /// Aborts everything; every slot ends `Closed`. Idempotent; later input is ignored.
-    pub fn close(&mut self, now: Millis) {
+    pub fn close(&mut self, now: Instant) {
         if self.phase == Phase::Closed {
             return;
         }
         self.phase = Phase::Closed;
         for i in 0..self.slots.len() {
-            if let Some(id) = self.slots[i].attempt.take() {
-                self.actions.push_back(Action::Abort { id, slot: i });
-            }
+            self.retire_attempt(i);
+            self.slots[i].next_attempt_at = None;
             if self.slots[i].state != SlotState::Closed {
                 self.set_state(
                     i,
@@ -498,18 +515,16 @@ impl Client {
         }
     }
 
-    /// The next thing the shell must do.
-    pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+    /// The next step for the host. Ends with [`Output::Wait`] once nothing else is queued.
+    pub fn poll_output(&mut self) -> Output {
+        self.outputs
+            .pop_front()
+            .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
     }
 
-    /// The next thing to deliver to the user.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When to call [`Client::handle_timeout`] next (None: no timer needed).
-    pub fn poll_timeout(&self) -> Option<Millis> {
+    /// When [`Client::handle_timeout`] is due next (None: no timer needed). The same instant
+    /// that [`Output::Wait`] carries.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase != Phase::Running {
             return None;
         }
@@ -517,17 +532,16 @@ impl Client {
             .iter()
             .filter_map(|s| match s.state {
                 SlotState::Waiting => s.next_attempt_at,
-                SlotState::Connecting | SlotState::Open => self
-                    .config
-                    .idle_timeout_ms
-                    .map(|t| s.last_activity.saturating_add(t)),
+                SlotState::Connecting | SlotState::Open => {
+                    self.config.idle_timeout.map(|t| s.last_activity + t)
+                }
                 _ => None,
             })
             .min()
     }
 
     /// Time passed: starts due attempts and turns silent connections into losses.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase != Phase::Running {
             return;
         }
@@ -539,23 +553,22 @@ impl Client {
                     self.connect(i, None, false, now);
                 }
                 SlotState::Connecting | SlotState::Open => {
-                    let Some(idle) = self.config.idle_timeout_ms else {
+                    let Some(idle) = self.config.idle_timeout else {
                         continue;
                     };
-                    if now.saturating_sub(slot.last_activity) < idle {
+                    if now - slot.last_activity < idle {
                         continue;
                     }
-                    let id = slot.attempt.expect("in-flight slot has an attempt");
-                    self.actions.push_back(Action::Abort { id, slot: i });
                     let what = if slot.state == SlotState::Open {
                         "no data"
                     } else {
                         "no response"
                     };
                     let msg = format!(
-                        "{what} for {} s (idleTimeoutMs); the connection is presumed dead",
-                        idle as f64 / 1000.0
+                        "{what} for {} (idleTimeoutMs); the connection is presumed dead",
+                        Human(idle)
                     );
+                    self.retire_attempt(i);
                     self.lose(i, ErrorCode::IdleTimeout, msg, None, None, now);
                 }
                 _ => {}
@@ -563,20 +576,24 @@ impl Client {
         }
     }
 
-    fn current(&self, id: u64, states: &[SlotState]) -> Option<usize> {
+    /// The slot whose current attempt is `id`, at one of `steps`.
+    fn current(&self, id: AttemptId, steps: &[Step]) -> Option<usize> {
         if self.phase != Phase::Running {
             return None;
         }
-        self.slots
-            .iter()
-            .position(|s| s.attempt == Some(id) && states.contains(&s.state))
+        self.slots.iter().position(|s| {
+            s.attempt
+                .as_ref()
+                .is_some_and(|a| a.id == id && steps.contains(&a.step))
+        })
     }
 
-    /// The response headers of attempt `id` arrived (with the body, for a non-200).
-    pub fn handle_response(&mut self, id: u64, head: ResponseHead, now: Millis) {
-        let Some(i) = self.current(id, &[SlotState::Connecting]) else {
+    /// The response head of attempt `id` arrived.
+    pub fn handle_response(&mut self, id: AttemptId, head: ResponseHead, now: Instant) {
+        let Some(i) = self.current(id, &[Step::Request]) else {
             return;
         };
+        let slot = SlotId(i as u8);
         self.slots[i].last_activity = now;
         self.slots[i].http_status = Some(head.status);
         if let Some(final_url) = head.final_url.as_deref() {
@@ -585,6 +602,7 @@ impl Client {
                 let msg = format!(
                     "the request to {requested} was redirected to another origin ({final_url}); browsers strip the Authorization header on such a redirect, so the stream cannot be read from here. Point the client at a same-origin relay that holds the token, or run it in Node/a worker without that limit"
                 );
+                self.retire_attempt(i);
                 self.fail(
                     i,
                     ErrorCode::CrossOriginRedirect,
@@ -595,15 +613,20 @@ impl Client {
                 return;
             }
         }
-        let (verdict, code) = policy::classify(head.status);
-        match verdict {
+        match policy::classify(head.status).0 {
             Verdict::Read => {
-                let slot = &mut self.slots[i];
-                slot.framer.reset();
-                slot.opened_at = Some(now);
-                slot.has_opened = true;
-                slot.redirect_hops = 0;
-                slot.unauthorized_in_a_row = 0;
+                let s = &mut self.slots[i];
+                s.framer.reset();
+                s.opened_at = Some(now);
+                s.hits_this_connection = 0;
+                s.has_opened = true;
+                s.redirect_hops = 0;
+                s.unauthorized_in_a_row = 0;
+                if let Some(a) = s.attempt.as_mut() {
+                    a.step = Step::Body;
+                }
+                self.outputs
+                    .push_back(Output::ReadBody { attempt: id, slot });
                 self.set_state(
                     i,
                     SlotState::Open,
@@ -614,118 +637,182 @@ impl Client {
                 );
             }
             Verdict::Follow => {
-                let target = head
-                    .location
-                    .as_deref()
-                    .and_then(|l| policy::resolve_location(&self.slots[i].requested_url, l));
-                let Some(target) = target else {
-                    let msg = format!(
-                        "redirect ({}) without a usable Location header ({:?})",
-                        head.status,
-                        head.location.unwrap_or_default()
-                    );
-                    self.lose(i, ErrorCode::BadRedirect, msg, Some(head.status), None, now);
-                    return;
-                };
-                if self.slots[i].redirect_hops >= MAX_REDIRECTS {
-                    let msg = format!(
-                        "more than {MAX_REDIRECTS} redirects in a row (last to {target}); waiting before retrying"
-                    );
-                    self.slots[i].redirect_hops = 0;
-                    self.lose(
-                        i,
-                        ErrorCode::TooManyRedirects,
-                        msg,
-                        Some(head.status),
-                        None,
-                        now,
-                    );
-                    return;
-                }
-                self.slots[i].redirect_hops += 1;
-                self.connect(i, Some(target), false, now);
+                // The body of a redirect says nothing the client needs.
+                self.retire_attempt(i);
+                self.follow(i, &head, now);
             }
-            Verdict::RefreshToken => {
-                let msg =
-                    policy::describe_status(401, policy::error_description(&head.body).as_deref());
-                self.slots[i].unauthorized_in_a_row += 1;
-                if self.slots[i].unauthorized_in_a_row == 1 {
-                    self.error(code, msg, Some(i), Some(401), false);
-                    self.counters.reconnects += 1;
-                    self.connect(i, None, true, now);
-                } else {
-                    let msg = format!(
-                        "{msg}; the fresh token was refused too (a static token string cannot be refreshed: pass a function as token)"
-                    );
-                    self.lose(i, code, msg, Some(401), None, now);
+            _ => {
+                if let Some(a) = self.slots[i].attempt.as_mut() {
+                    a.step = Step::ErrorBody;
+                    a.head = Some(head);
                 }
+                self.outputs.push_back(Output::ReadErrorBody {
+                    attempt: id,
+                    slot,
+                    limit: ERROR_BODY_LIMIT,
+                });
             }
+        }
+    }
+
+    fn follow(&mut self, i: usize, head: &ResponseHead, now: Instant) {
+        let target = head
+            .location
+            .as_deref()
+            .and_then(|l| policy::resolve_location(&self.slots[i].requested_url, l));
+        let Some(target) = target else {
+            let msg = format!(
+                "redirect ({}) without a usable Location header ({:?})",
+                head.status,
+                head.location.clone().unwrap_or_default()
+            );
+            self.lose(i, ErrorCode::BadRedirect, msg, Some(head.status), None, now);
+            return;
+        };
+        if !self.config.may_send_credentials_to(&target) {
+            let msg = format!(
+                "the stream redirected ({}) to {target}, which is not an origin the credentials may go to (the stream's own, or one listed in redirectOrigins; never a downgrade from https to http); the client stopped rather than send the token there. If this host is Adobe's, add its origin to redirectOrigins",
+                head.status
+            );
+            self.fail(
+                i,
+                ErrorCode::CrossOriginRedirect,
+                msg,
+                Some(head.status),
+                now,
+            );
+            return;
+        }
+        if self.slots[i].redirect_hops >= MAX_REDIRECTS {
+            let msg = format!(
+                "more than {MAX_REDIRECTS} redirects in a row (last to {target}); waiting before retrying"
+            );
+            self.slots[i].redirect_hops = 0;
+            self.lose(
+                i,
+                ErrorCode::TooManyRedirects,
+                msg,
+                Some(head.status),
+                None,
+                now,
+            );
+            return;
+        }
+        self.slots[i].redirect_hops += 1;
+        self.connect(i, Some(target), false, now);
+    }
+
+    /// The body (or its first bytes) of the non-200 response of attempt `id`: the client
+    /// now judges the response.
+    pub fn handle_error_body(&mut self, id: AttemptId, body: &[u8], now: Instant) {
+        let Some(i) = self.current(id, &[Step::ErrorBody]) else {
+            return;
+        };
+        let head = self.slots[i]
+            .attempt
+            .take()
+            .and_then(|a| a.head)
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
+        let detail = policy::error_description(&body);
+        let (verdict, code) = policy::classify(head.status);
+        match verdict {
+            Verdict::RefreshToken => self.unauthorized(i, detail.as_deref(), now),
             Verdict::Retry => {
-                let detail = policy::error_description(&head.body);
                 let msg = policy::describe_status(head.status, detail.as_deref());
                 let retry_after = head.retry_after.as_deref().and_then(|v| {
                     policy::retry_after_ms(v, head.date.as_deref(), head.wall_clock_ms)
                 });
                 self.lose(i, code, msg, Some(head.status), retry_after, now);
             }
-            Verdict::Fatal => {
-                let detail = policy::error_description(&head.body);
+            _ => {
                 let msg = policy::describe_status(head.status, detail.as_deref());
                 self.fail(i, code, msg, Some(head.status), now);
             }
         }
     }
 
-    /// A chunk of the 200 body of attempt `id`. Hits come out as one [`Event::Hits`].
-    pub fn handle_data(&mut self, id: u64, data: &[u8], now: Millis) {
-        let Some(i) = self.current(id, &[SlotState::Open]) else {
+    fn unauthorized(&mut self, i: usize, detail: Option<&str>, now: Instant) {
+        let code = ErrorCode::Unauthorized;
+        let base = policy::describe_status(401, detail);
+        let slot = &mut self.slots[i];
+        slot.unauthorized_in_a_row += 1;
+        match self.config.token {
+            TokenSource::Refreshable if slot.unauthorized_in_a_row == 1 => {
+                self.error(code, base, Some(i), Some(401), false);
+                self.counters.reconnects += 1;
+                self.connect(i, None, true, now);
+            }
+            TokenSource::Refreshable => {
+                let msg = format!("{base}; the fresh token from the token source was refused too: check its credentials and scope");
+                self.lose(i, code, msg, Some(401), None, now);
+            }
+            TokenSource::Fixed => {
+                let msg = format!("{base}; the configured token was refused and a fixed token string cannot be refreshed: pass a function as token that fetches a new one");
+                self.lose(i, code, msg, Some(401), None, now);
+            }
+            TokenSource::None => {
+                let msg = format!("{base}; no token is configured (the token option): set one, or point url at a relay that adds it");
+                self.lose(i, code, msg, Some(401), None, now);
+            }
+        }
+    }
+
+    /// A chunk of the 200 body of attempt `id`. New hits go to `sink` before this returns;
+    /// problems with records come out of [`Client::poll_output`].
+    pub fn handle_data<S: HitSink>(
+        &mut self,
+        id: AttemptId,
+        data: &[u8],
+        now: Instant,
+        sink: &mut S,
+    ) {
+        let Some(i) = self.current(id, &[Step::Body]) else {
             return;
         };
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear(i);
         let Client {
             slots,
             dedup,
             counters,
-            events,
+            outputs,
+            repaired,
+            config,
             ..
         } = self;
         let slot = &mut slots[i];
         slot.last_activity = now;
         slot.bytes += data.len() as u64;
         counters.bytes += data.len() as u64;
-        let mut sink = RecordSink {
-            slot: i,
-            max_record_bytes: self.config.max_record_bytes,
-            batch: &mut batch,
+        let mut records = RecordSink {
+            slot: SlotId(i as u8),
+            max_record_bytes: config.max_record_bytes,
+            sink,
             dedup,
             counters,
-            events,
+            outputs,
+            repaired,
+            delivered: 0,
             gzip_failure: None,
         };
-        slot.framer.push(data, &mut sink);
-        let gzip_failure = sink.gzip_failure.take();
-        let n = batch.len() as u64;
-        slot.hits += n;
-        if batch.is_empty() {
-            self.batch = batch;
-        } else {
-            batch.finish();
-            self.events.push_back(Event::Hits(batch));
-        }
+        slot.framer.push(data, &mut records);
+        let delivered = records.delivered;
+        let gzip_failure = records.gzip_failure.take();
+        slot.hits += delivered;
+        slot.hits_this_connection += delivered;
         if let Some(message) = gzip_failure {
             // The rest of this body is unreadable: end the connection like any loss.
-            self.actions.push_back(Action::Abort { id, slot: i });
+            self.retire_attempt(i);
             let msg = format!("the body is gzip but cannot be inflated ({message})");
             self.lose(i, ErrorCode::GzipError, msg, None, None, now);
         }
     }
 
     /// The server ended the 200 body of attempt `id`: a loss, not a close.
-    pub fn handle_end(&mut self, id: u64, now: Millis) {
-        let Some(i) = self.current(id, &[SlotState::Open]) else {
+    pub fn handle_end(&mut self, id: AttemptId, now: Instant) {
+        let Some(i) = self.current(id, &[Step::Body]) else {
             return;
         };
+        self.slots[i].attempt = None;
         self.lose(
             i,
             ErrorCode::StreamEnded,
@@ -736,12 +823,14 @@ impl Client {
         );
     }
 
-    /// Attempt `id` failed without a (complete) response: network error, reset, CORS.
-    pub fn handle_failure(&mut self, id: u64, message: &str, now: Millis) {
-        let Some(i) = self.current(id, &[SlotState::Connecting, SlotState::Open]) else {
+    /// Attempt `id` failed without a (complete) response: network error, reset, CORS, or the
+    /// body broke off.
+    pub fn handle_failure(&mut self, id: AttemptId, message: &str, now: Instant) {
+        let Some(i) = self.current(id, &[Step::Request, Step::ErrorBody, Step::Body]) else {
             return;
         };
-        let msg = if self.slots[i].state == SlotState::Open {
+        let step = self.slots[i].attempt.take().map(|a| a.step);
+        let msg = if step == Some(Step::Body) {
             format!("the connection broke mid-stream ({message})")
         } else {
             format!("request failed: {message}")
@@ -751,10 +840,11 @@ impl Client {
 
     /// The token for attempt `id` could not be had (provider threw, rejected, or returned
     /// something unusable); the attempt counts as failed and is retried later.
-    pub fn handle_token_error(&mut self, id: u64, message: &str, now: Millis) {
-        let Some(i) = self.current(id, &[SlotState::Connecting]) else {
+    pub fn handle_token_error(&mut self, id: AttemptId, message: &str, now: Instant) {
+        let Some(i) = self.current(id, &[Step::Request]) else {
             return;
         };
+        self.slots[i].attempt = None;
         let msg = format!("could not get an access token: {message}");
         self.lose(i, ErrorCode::TokenError, msg, None, None, now);
     }
@@ -775,7 +865,9 @@ impl Client {
             slots: self
                 .slots
                 .iter()
-                .map(|s| SlotStats {
+                .enumerate()
+                .map(|(i, s)| SlotStats {
+                    slot: SlotId(i as u8),
                     state: s.state,
                     since: s.since,
                     http_status: s.http_status,
@@ -790,24 +882,14 @@ impl Client {
         }
     }
 
-    /// Hands a delivered [`Event::Hits`] batch back, so that its buffers are reused for the
-    /// next chunk instead of growing new ones. Optional; a very large batch is dropped.
-    pub fn recycle(&mut self, batch: Batch) {
-        if batch.json.capacity() <= KEEP_BATCH_BYTES
-            && batch.json.capacity() > self.batch.json.capacity()
-        {
-            self.batch = batch;
-        }
-    }
-
-    /// Frees the big buffers (de-duplication memory, record buffers, the spare batch) once
-    /// the client is finished ([`Client::close`] or a fatal error); does nothing before.
+    /// Frees the big buffers (de-duplication memory, record buffers) once the client is
+    /// finished ([`Client::close`] or a fatal error); does nothing before.
     pub fn release_buffers(&mut self) {
         if !self.is_finished() {
             return;
         }
         self.dedup = Dedup::new(self.dedup.window());
-        self.batch = Batch::default();
+        self.repaired = Vec::new();
         let max = self.config.max_record_bytes;
         for slot in &mut self.slots {
             slot.framer = Framer::new(max);
@@ -819,13 +901,27 @@ impl Client {
         self.dedup.len()
     }
 
-    fn connect(&mut self, i: usize, url: Option<String>, refresh_token: bool, now: Millis) {
-        let id = self.next_id;
+    /// Ends the host's work on slot `i`'s current attempt, if any.
+    fn retire_attempt(&mut self, i: usize) {
+        if let Some(a) = self.slots[i].attempt.take() {
+            self.outputs.push_back(Output::Abort {
+                attempt: a.id,
+                slot: SlotId(i as u8),
+            });
+        }
+    }
+
+    fn connect(&mut self, i: usize, url: Option<String>, refresh_token: bool, now: Instant) {
+        let id = AttemptId(self.next_id);
         self.next_id += 1;
         let redirect = url.is_some();
         let url = url.unwrap_or_else(|| self.config.request_url(!self.slots[i].has_opened));
         let slot = &mut self.slots[i];
-        slot.attempt = Some(id);
+        slot.attempt = Some(Attempt {
+            id,
+            step: Step::Request,
+            head: None,
+        });
         slot.requested_url = url.clone();
         slot.last_activity = now;
         slot.next_attempt_at = None;
@@ -841,29 +937,33 @@ impl Client {
         } else {
             "reconnecting after the wait".to_string()
         };
-        self.actions.push_back(Action::Connect(ConnectRequest {
-            id,
-            slot: i,
+        self.outputs.push_back(Output::Connect(ConnectRequest {
+            attempt: id,
+            slot: SlotId(i as u8),
             url,
             refresh_token,
         }));
         self.set_state(i, SlotState::Connecting, now, None, None, reason);
     }
 
-    /// The wait before the next attempt after the `failures`-th failure in a row.
-    fn backoff(&mut self, failures: u32) -> u64 {
-        let c = &self.config;
-        let grown = c
-            .reconnect_delay_ms
-            .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
-            .min(c.max_reconnect_delay_ms);
-        let jitter_range = c.reconnect_jitter_ms;
-        let jitter = if jitter_range == 0 {
+    /// `base` plus the random extra wait (never less than `base`).
+    fn jittered(&mut self, base: Duration) -> Duration {
+        let range = millis(self.config.reconnect_jitter);
+        let jitter = if range == 0 {
             0
         } else {
-            self.next_random() % (jitter_range + 1)
+            self.next_random() % (range + 1)
         };
-        grown + jitter
+        base + Duration::from_millis(jitter)
+    }
+
+    /// The wait before the next attempt after the `failures`-th failed attempt in a row.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let c = &self.config;
+        let grown = millis(c.reconnect_delay)
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
+            .min(millis(c.max_reconnect_delay));
+        self.jittered(Duration::from_millis(grown))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -875,11 +975,13 @@ impl Client {
         z ^ (z >> 31)
     }
 
-    /// How long a connection must have stayed open for its loss to count as a first failure.
-    fn stable_after_ms(&self) -> u64 {
-        (2 * self.config.reconnect_delay_ms).max(60_000)
+    /// How long a connection must have stayed open to count as a success even if it
+    /// delivered nothing (a quiet report suite).
+    fn stable_after(&self) -> Duration {
+        (2 * self.config.reconnect_delay).max(Duration::from_secs(60))
     }
 
+    /// Slot `i` lost its connection (or its attempt failed); its attempt is already retired.
     fn lose(
         &mut self,
         i: usize,
@@ -887,13 +989,12 @@ impl Client {
         message: String,
         http_status: Option<u16>,
         retry_after_ms: Option<u64>,
-        now: Millis,
+        now: Instant,
     ) {
-        let stable = self.stable_after_ms();
-        let slot = &mut self.slots[i];
-        slot.attempt = None;
-        if slot.state == SlotState::Open {
-            let left = slot.framer.finish();
+        let stable = self.stable_after();
+        let was_open = self.slots[i].state == SlotState::Open;
+        if was_open {
+            let left = self.slots[i].framer.finish();
             if left > 0 {
                 self.counters.truncated += 1;
                 self.error(
@@ -906,26 +1007,27 @@ impl Client {
             }
         }
         let slot = &mut self.slots[i];
-        if slot
-            .opened_at
-            .is_some_and(|t| now.saturating_sub(t) >= stable)
-        {
+        // A connection that delivered hits, or stayed open a good while, was a success: the
+        // next wait is the plain delay again. Growth is for attempts that fail, so a flaky
+        // link that keeps delivering never backs off past the service's resume window.
+        let succeeded = was_open
+            && (slot.hits_this_connection > 0 || slot.opened_at.is_some_and(|t| now - t >= stable));
+        if succeeded {
             slot.failures = 0;
         }
         slot.failures = slot.failures.saturating_add(1);
         let failures = slot.failures;
         let mut wait = self.backoff(failures);
         if let Some(ra) = retry_after_ms {
+            // Honoured up to the cap of the growing wait (documented with maxReconnectDelayMs).
+            let ra = Duration::from_millis(ra).min(self.config.max_reconnect_delay);
             wait = wait.max(ra);
         }
         let slot = &mut self.slots[i];
         slot.next_attempt_at = Some(now + wait);
         slot.opened_at = None;
         self.error(code, message.clone(), Some(i), http_status, false);
-        let reason = format!(
-            "{message}; next attempt in {} s",
-            (wait as f64 / 100.0).round() / 10.0
-        );
+        let reason = format!("{message}; next attempt in {}", Human(wait));
         self.set_state(i, SlotState::Waiting, now, http_status, Some(wait), reason);
     }
 
@@ -935,16 +1037,12 @@ impl Client {
         code: ErrorCode,
         message: String,
         http_status: Option<u16>,
-        now: Millis,
+        now: Instant,
     ) {
         self.phase = Phase::Failed;
         self.error(code, message.clone(), Some(i), http_status, true);
         for j in 0..self.slots.len() {
-            if let Some(id) = self.slots[j].attempt.take() {
-                if j != i {
-                    self.actions.push_back(Action::Abort { id, slot: j });
-                }
-            }
+            self.retire_attempt(j);
             self.slots[j].next_attempt_at = None;
             let reason = if j == i {
                 message.clone()
@@ -960,22 +1058,23 @@ impl Client {
         &mut self,
         i: usize,
         state: SlotState,
-        now: Millis,
+        now: Instant,
         http_status: Option<u16>,
-        retry_in_ms: Option<u64>,
+        retry_in: Option<Duration>,
         reason: String,
     ) {
         let slot = &mut self.slots[i];
         slot.state = state;
         slot.since = now;
         slot.reason = reason.clone();
-        self.events.push_back(Event::Status(StatusEvent {
-            slot: i,
-            state,
-            http_status,
-            retry_in_ms,
-            reason,
-        }));
+        self.outputs
+            .push_back(Output::Event(Event::Status(StatusEvent {
+                slot: SlotId(i as u8),
+                state,
+                http_status,
+                retry_in,
+                reason,
+            })));
     }
 
     fn error(
@@ -986,66 +1085,73 @@ impl Client {
         http_status: Option<u16>,
         fatal: bool,
     ) {
-        self.events.push_back(Event::Error(ErrorEvent {
-            code,
-            message,
-            slot,
-            http_status,
-            fatal,
-        }));
+        self.outputs
+            .push_back(Output::Event(Event::Error(ErrorEvent {
+                code,
+                message,
+                slot: slot.map(|i| SlotId(i as u8)),
+                http_status,
+                fatal,
+            })));
     }
 }
 
-/// Receives the framer's records and turns them into batch entries and error events.
-struct RecordSink<'a> {
-    slot: usize,
+/// Receives the framer's records: scans, de-duplicates, hands new hits to the host's sink
+/// and reports bad records.
+struct RecordSink<'a, S: HitSink> {
+    slot: SlotId,
     max_record_bytes: usize,
-    batch: &'a mut Batch,
+    sink: &'a mut S,
     dedup: &'a mut Dedup,
     counters: &'a mut Counters,
-    events: &'a mut VecDeque<Event>,
+    outputs: &'a mut VecDeque<Output>,
+    repaired: &'a mut Vec<u8>,
+    delivered: u64,
     gzip_failure: Option<String>,
 }
 
-impl RecordSink<'_> {
+impl<S: HitSink> RecordSink<'_, S> {
     fn report(&mut self, code: ErrorCode, message: String) {
-        self.events.push_back(Event::Error(ErrorEvent {
-            code,
-            message,
-            slot: Some(self.slot),
-            http_status: None,
-            fatal: false,
-        }));
+        self.outputs
+            .push_back(Output::Event(Event::Error(ErrorEvent {
+                code,
+                message,
+                slot: Some(self.slot),
+                http_status: None,
+                fatal: false,
+            })));
     }
 }
 
 /// The first characters of a record, for error messages.
 fn preview(record: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&record[..record.len().min(80)]);
-    if record.len() > 80 {
+    let mut end = record.len().min(80);
+    // Cut on a character boundary when the record is valid UTF-8 there.
+    while end < record.len() && end > 0 && (record[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    let text = String::from_utf8_lossy(&record[..end]);
+    if end < record.len() {
         format!("{text}…")
     } else {
         text.into_owned()
     }
 }
 
-impl FrameSink for RecordSink<'_> {
+impl<S: HitSink> FrameSink for RecordSink<'_, S> {
     fn record(&mut self, record: &[u8]) {
-        let mark = self.batch.json.len();
-        // The narrow region so far is `[` alone, or `[r,…,r`.
-        if mark > 1 {
-            self.batch.json.push(b',');
-        }
-        let start = self.batch.json.len();
-        match rewrite_record(record, &mut self.batch.json) {
-            Ok(info) => {
-                if let Some(key) = info.hit_key {
+        match scan_record(record, self.repaired) {
+            Ok(scanned) => {
+                if let Some(key) = scanned.info.hit_key {
                     if !self.dedup.insert(key) {
-                        self.batch.json.truncate(mark);
                         self.counters.duplicates += 1;
                         return;
                     }
                 }
+                let info = scanned.info;
+                self.sink.hit(self.slot, scanned.text, &info);
+                self.counters.hits += 1;
+                self.delivered += 1;
                 if info.replaced_invalid_utf8 {
                     self.counters.invalid_utf8 += 1;
                     self.report(
@@ -1056,11 +1162,8 @@ impl FrameSink for RecordSink<'_> {
                         ),
                     );
                 }
-                self.counters.hits += 1;
-                self.batch.push_info(mark, start, &info);
             }
             Err(e) => {
-                self.batch.json.truncate(mark);
                 self.counters.malformed += 1;
                 self.report(
                     ErrorCode::MalformedRecord,

@@ -6,36 +6,57 @@
 
 use std::fmt;
 
-/// Options as a user wrote them, before validation. Numbers are `f64` because that is what
-/// JavaScript hands over; validation rejects fractions and out-of-range values.
+use super::time::{millis, Duration};
+
+/// How the host gets access tokens. The core never sees a token's value until the host asks
+/// for the request headers, but it must know whether a refused token can be replaced: the
+/// messages and the reaction to a 401 depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenSource {
+    /// No token: no `Authorization` header (a relay in front adds it).
+    #[default]
+    None,
+    /// One fixed token; a 401 cannot be cured by asking again.
+    Fixed,
+    /// A provider (a function, IMS) that is asked before each connect and for a fresh token
+    /// right after a 401.
+    Refreshable,
+}
+
+/// Options as a host read them, typed, before validation of ranges and combinations.
+/// `None` means "the default" (see [`OPTIONS`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Options {
     /// Absolute stream URL, e.g. `https://livestream.adobe.net/api/1/stream/my-endpoint`.
     pub url: Option<String>,
+    /// Where tokens come from.
+    pub token: TokenSource,
     /// Sent as `x-api-key` when present.
     pub api_key: Option<String>,
     /// `maxConnections` query parameter, 1..=8, sent on every request.
-    pub max_connections: Option<f64>,
+    pub max_connections: Option<u64>,
     /// How many connection slots this client opens, 1..=maxConnections.
-    pub connections: Option<f64>,
+    pub connections: Option<u64>,
     /// Server-side smoothing (`smoothing=1`).
     pub smoothing: Option<bool>,
     /// `smoothingBucketSize` in seconds, 1..=7200; only with smoothing.
-    pub smoothing_bucket_size: Option<f64>,
+    pub smoothing_bucket_size: Option<u64>,
     /// `reset=smallest|largest`, sent on a slot's first connection only.
     pub reset: Option<String>,
     /// Minimum wait after any loss before the next attempt.
-    pub reconnect_delay_ms: Option<f64>,
+    pub reconnect_delay: Option<Duration>,
     /// Random extra wait added on top of each reconnect delay (never subtracted).
-    pub reconnect_jitter_ms: Option<f64>,
-    /// Cap of the growing wait after repeated failures.
-    pub max_reconnect_delay_ms: Option<f64>,
-    /// Silence (no byte at all) after which a connection counts as lost; 0 turns it off.
-    pub idle_timeout_ms: Option<f64>,
+    pub reconnect_jitter: Option<Duration>,
+    /// Cap of the growing wait after repeated failures (and of a `Retry-After`).
+    pub max_reconnect_delay: Option<Duration>,
+    /// Silence (no byte at all) after which a connection counts as lost; zero turns it off.
+    pub idle_timeout: Option<Duration>,
     /// Largest record accepted, in decoded bytes without the line terminator.
-    pub max_record_bytes: Option<f64>,
+    pub max_record_bytes: Option<u64>,
     /// How many recent hit ids are remembered to drop duplicates; 0 turns it off.
-    pub dedup_window: Option<f64>,
+    pub dedup_window: Option<u64>,
+    /// Origins besides the stream's own that may receive the credentials on a redirect.
+    pub redirect_origins: Vec<String>,
 }
 
 /// Where a new stream starts reading (`reset` query parameter).
@@ -62,6 +83,8 @@ impl Reset {
 pub struct Config {
     /// The stream URL as given, without fragment; the managed query parameters are added per request.
     pub url: String,
+    /// Where tokens come from.
+    pub token: TokenSource,
     /// `x-api-key` value.
     pub api_key: Option<String>,
     /// `maxConnections`, 1..=8.
@@ -72,24 +95,29 @@ pub struct Config {
     pub smoothing: Option<Option<u32>>,
     /// `reset` on first connections.
     pub reset: Option<Reset>,
-    /// Minimum wait after any loss, ms.
-    pub reconnect_delay_ms: u64,
-    /// Upper bound of the random extra wait, ms.
-    pub reconnect_jitter_ms: u64,
-    /// Cap of the exponential growth, ms (>= reconnect_delay_ms).
-    pub max_reconnect_delay_ms: u64,
-    /// Idle timeout, ms; None when off.
-    pub idle_timeout_ms: Option<u64>,
+    /// Minimum wait after any loss.
+    pub reconnect_delay: Duration,
+    /// Upper bound of the random extra wait.
+    pub reconnect_jitter: Duration,
+    /// Cap of the exponential growth and of `Retry-After` (>= reconnect_delay).
+    pub max_reconnect_delay: Duration,
+    /// Idle timeout; None when off.
+    pub idle_timeout: Option<Duration>,
     /// Record size cap, bytes.
     pub max_record_bytes: usize,
     /// Dedup window, hits; 0 = off.
     pub dedup_window: usize,
+    /// Origins (`scheme://host[:port]`, lower case) that may receive credentials on a
+    /// redirect, the stream's own first.
+    pub credential_origins: Vec<String>,
 }
 
 /// Default minimum wait after a loss: KA-16598 asks for about 60 s.
 pub const DEFAULT_RECONNECT_DELAY_MS: u64 = 60_000;
-/// Default cap of the growing wait: 10 minutes.
-pub const DEFAULT_MAX_RECONNECT_DELAY_MS: u64 = 600_000;
+/// Default cap of the growing wait: 4 minutes, so that the longest wait (cap + at most 15 s of
+/// jitter) stays inside the "few minutes" within which Live Stream resumes where a client left
+/// off; a longer gap loses records for good.
+pub const DEFAULT_MAX_RECONNECT_DELAY_MS: u64 = 240_000;
 /// Default idle timeout: 10 minutes of total silence. Longer than Adobe's worst documented
 /// latency (5 min) with margin, so a quiet report suite is not cut needlessly; short enough
 /// that a half-open connection (NAT or proxy dropped it silently) is noticed.
@@ -98,6 +126,8 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 /// Default dedup window: the last 100 000 hit ids (~3 MB), far more than a resume re-sends.
 pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
+/// Largest default jitter: a quarter of the delay, but never more than this.
+pub const MAX_DEFAULT_JITTER_MS: u64 = 15_000;
 
 /// Query parameters the client manages itself; a URL that already has them is refused.
 pub const MANAGED_PARAMS: [&str; 4] = [
@@ -107,30 +137,180 @@ pub const MANAGED_PARAMS: [&str; 4] = [
     "reset",
 ];
 
-/// Every option name the JavaScript API accepts (shell-only ones included), for the
-/// "unknown option" check.
-pub const OPTION_NAMES: [&str; 20] = [
-    "url",
-    "token",
-    "apiKey",
-    "maxConnections",
-    "connections",
-    "smoothing",
-    "smoothingBucketSize",
-    "reset",
-    "reconnectDelayMs",
-    "reconnectJitterMs",
-    "maxReconnectDelayMs",
-    "idleTimeoutMs",
-    "maxRecordBytes",
-    "dedupWindow",
-    "fetch",
-    "onHits",
-    "onBatch",
-    "onStatus",
-    "onError",
-    "seed",
+/// What values an option takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An absolute http(s) URL.
+    Url,
+    /// A string of printable ASCII.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// One of the listed strings.
+    Choice(&'static [&'static str]),
+    /// A whole number in `min..=max`, with a unit for messages (`" ms"`, `" bytes"`).
+    Integer {
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+        /// Unit, with a leading space, or empty.
+        unit: &'static str,
+        /// Extra words about the range, e.g. `", 0 turns it off"`.
+        note: &'static str,
+    },
+    /// A list of origins (`https://host[:port]`).
+    Origins,
+    /// How tokens are given; the host decides the accepted forms.
+    Token,
+}
+
+/// One option of the client: its name (as the JavaScript API and the README spell it), what
+/// it takes, its default and what it means. [`OPTIONS`] is the one definition every host and
+/// document is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The option's name, camelCase.
+    pub name: &'static str,
+    /// What values it takes.
+    pub kind: Kind,
+    /// The default, in words (README).
+    pub default: &'static str,
+    /// What it does, in one sentence (README).
+    pub meaning: &'static str,
+}
+
+impl OptionSpec {
+    /// What is allowed, in words, for error messages and the README.
+    pub fn expected(&self) -> String {
+        match self.kind {
+            Kind::Url => "an absolute http(s) URL such as https://livestream.adobe.net/api/1/stream/<endpoint-name>".into(),
+            Kind::Text => "a non-empty string of printable ASCII without spaces".into(),
+            Kind::Bool => "true or false".into(),
+            Kind::Choice(values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!("{} or undefined", quoted.join(", "))
+            }
+            Kind::Integer { min, max, unit, note } => {
+                format!("an integer from {min} to {max}{unit}{note}")
+            }
+            Kind::Origins => "a list of origins such as https://host[:port]".into(),
+            Kind::Token => "a string, or a function that returns one".into(),
+        }
+    }
+}
+
+const fn int(min: u64, max: u64, unit: &'static str, note: &'static str) -> Kind {
+    Kind::Integer {
+        min,
+        max,
+        unit,
+        note,
+    }
+}
+
+/// Every option of the core, in README order. Hosts add their own (callbacks, `fetch`, …).
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "url",
+        kind: Kind::Url,
+        default: "required",
+        meaning: "the stream, `…/api/1/stream/<endpoint-name>`; must not carry the parameters below",
+    },
+    OptionSpec {
+        name: "token",
+        kind: Kind::Token,
+        default: "none",
+        meaning: "OAuth access token (a leading `Bearer ` is dropped); leave it out only behind a relay that adds it",
+    },
+    OptionSpec {
+        name: "apiKey",
+        kind: Kind::Text,
+        default: "none",
+        meaning: "sent as `x-api-key` (Adobe requires it: the client id)",
+    },
+    OptionSpec {
+        name: "maxConnections",
+        kind: int(1, 8, "", ""),
+        default: "1",
+        meaning: "sent on every request; every client of the stream must send the same value",
+    },
+    OptionSpec {
+        name: "connections",
+        kind: int(1, 8, "", " (at most maxConnections)"),
+        default: "maxConnections",
+        meaning: "connection slots this client opens",
+    },
+    OptionSpec {
+        name: "smoothing",
+        kind: Kind::Bool,
+        default: "false",
+        meaning: "server-side smoothing (`smoothing=1`)",
+    },
+    OptionSpec {
+        name: "smoothingBucketSize",
+        kind: int(1, 7200, " seconds", ""),
+        default: "service default (270)",
+        meaning: "only with `smoothing: true`",
+    },
+    OptionSpec {
+        name: "reset",
+        kind: Kind::Choice(&["smallest", "largest"]),
+        default: "none",
+        meaning: "where a new stream starts; sent on a slot's first connection only, never on reconnects (they resume)",
+    },
+    OptionSpec {
+        name: "reconnectDelayMs",
+        kind: int(10, 3_600_000, " ms", ""),
+        default: "60000",
+        meaning: "minimum wait after any loss; below ~60 000 the real service answers 409/503 (small values are for relays, the emulator and tests)",
+    },
+    OptionSpec {
+        name: "reconnectJitterMs",
+        kind: int(0, 3_600_000, " ms", ""),
+        default: "reconnectDelayMs / 4, at most 15000",
+        meaning: "random extra wait, only ever added",
+    },
+    OptionSpec {
+        name: "maxReconnectDelayMs",
+        kind: int(10, 86_400_000, " ms", " (at least reconnectDelayMs)"),
+        default: "240000",
+        meaning: "cap of the doubling wait after attempts that fail, and of a `Retry-After` (jitter comes on top)",
+    },
+    OptionSpec {
+        name: "idleTimeoutMs",
+        kind: int(0, 86_400_000, " ms", ", at least 10, or 0 to turn it off"),
+        default: "600000",
+        meaning: "silence (not a single byte; CRLF keep-alives count) after which a connection is presumed dead; also bounds the wait for response headers",
+    },
+    OptionSpec {
+        name: "maxRecordBytes",
+        kind: int(64, 256 << 20, " bytes", ""),
+        default: "1048576",
+        meaning: "larger records are skipped and reported; memory stays bounded by it",
+    },
+    OptionSpec {
+        name: "dedupWindow",
+        kind: int(0, 10_000_000, " hits", ", 0 turns it off"),
+        default: "100000",
+        meaning: "how many recent hit ids are remembered to drop duplicates",
+    },
+    OptionSpec {
+        name: "redirectOrigins",
+        kind: Kind::Origins,
+        default: "none",
+        meaning: "origins besides the stream's own that may receive the token and API key on a redirect (never over a downgrade to http)",
+    },
 ];
+
+/// The spec of the option called `name`.
+pub fn option_spec(name: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+fn spec(name: &str) -> &'static OptionSpec {
+    option_spec(name).unwrap_or(&OPTIONS[0])
+}
 
 /// A bad option: which one, the value given, and what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,24 +346,25 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Refuses an option name the API does not know, suggesting the closest known one.
-pub fn check_option_name(name: &str) -> Result<(), ConfigError> {
-    if OPTION_NAMES.contains(&name) {
+/// Refuses an option name that is not in `known` (a host passes the core's [`OPTIONS`] names
+/// plus its own), suggesting the closest known one: a typo must not be silently ignored.
+pub fn check_option_name(name: &str, known: &[&str]) -> Result<(), ConfigError> {
+    if known.contains(&name) {
         return Ok(());
     }
-    let best = OPTION_NAMES
+    let best = known
         .iter()
-        .map(|known| {
+        .map(|k| {
             (
-                edit_distance(&name.to_ascii_lowercase(), &known.to_ascii_lowercase()),
-                known,
+                edit_distance(&name.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
             )
         })
         .min()
         .filter(|(d, _)| *d <= 3);
     let expected = match best {
-        Some((_, known)) => format!("unknown option; did you mean {known}?"),
-        None => format!("unknown option; known options: {}", OPTION_NAMES.join(", ")),
+        Some((_, k)) => format!("unknown option; did you mean {k}?"),
+        None => format!("unknown option; known options: {}", known.join(", ")),
     };
     Err(ConfigError::new(name, "given", expected))
 }
@@ -227,23 +408,39 @@ pub fn validate_token(token: &str) -> Result<String, ConfigError> {
     Ok(bare.to_string())
 }
 
-fn integer(option: &str, value: f64, min: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
-    let expected = || format!("an integer from {min} to {max}{unit}");
-    if !value.is_finite() || value.fract() != 0.0 {
-        return Err(ConfigError::new(option, fmt_number(value), expected()));
+/// Checks a whole number against the range of option `name` in [`OPTIONS`].
+pub fn check_integer(name: &str, value: u64) -> Result<u64, ConfigError> {
+    let spec = spec(name);
+    match spec.kind {
+        Kind::Integer { min, max, .. } if value < min || value > max => {
+            Err(ConfigError::new(name, value.to_string(), spec.expected()))
+        }
+        _ => Ok(value),
     }
-    if value < min as f64 || value > max as f64 {
-        return Err(ConfigError::new(option, fmt_number(value), expected()));
-    }
-    Ok(value as u64)
 }
 
-fn fmt_number(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e21 {
-        format!("{}", v as i128)
-    } else {
-        format!("{v}")
+fn integer(name: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    value.map_or(Ok(default), |v| check_integer(name, v))
+}
+
+fn duration(name: &str, value: Option<Duration>, default: u64) -> Result<u64, ConfigError> {
+    integer(name, value.map(millis), default)
+}
+
+/// Checks an origin for `redirectOrigins` and returns it as `scheme://host[:port]`, lower case.
+fn validate_origin(origin: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            "redirectOrigins",
+            format!("{origin:?}"),
+            spec("redirectOrigins").expected(),
+        )
+    };
+    let parts = crate::core::policy::UrlParts::parse(origin.trim()).ok_or_else(bad)?;
+    if !(parts.path.is_empty() || parts.path == "/") || !parts.query.is_empty() {
+        return Err(bad());
     }
+    Ok(parts.origin())
 }
 
 impl Config {
@@ -258,31 +455,27 @@ impl Config {
                     return Err(ConfigError::new(
                         "apiKey",
                         format!("{k:?}"),
-                        "a non-empty client id of printable ASCII without spaces",
+                        spec("apiKey").expected(),
                     ));
                 }
                 Some(k)
             }
         };
-        let max_connections = match o.max_connections {
-            None => 1,
-            Some(v) => integer("maxConnections", v, 1, 8, "")? as u8,
-        };
-        let connections = match o.connections {
-            None => max_connections,
-            Some(v) => integer(
+        let max_connections = integer("maxConnections", o.max_connections, 1)? as u8;
+        let connections = integer("connections", o.connections, u64::from(max_connections))?;
+        if connections > u64::from(max_connections) {
+            return Err(ConfigError::new(
                 "connections",
-                v,
-                1,
-                u64::from(max_connections),
-                " (at most maxConnections)",
-            )? as u8,
-        };
+                connections.to_string(),
+                format!("an integer from 1 to maxConnections ({max_connections})"),
+            ));
+        }
+        let connections = connections as u8;
         let smoothing_on = o.smoothing.unwrap_or(false);
         let bucket = match o.smoothing_bucket_size {
             None => None,
             Some(v) => {
-                let b = integer("smoothingBucketSize", v, 1, 7200, " seconds")? as u32;
+                let b = check_integer("smoothingBucketSize", v)? as u32;
                 if !smoothing_on {
                     return Err(ConfigError::new(
                         "smoothingBucketSize",
@@ -302,63 +495,72 @@ impl Config {
                 return Err(ConfigError::new(
                     "reset",
                     format!("{other:?}"),
-                    "\"smallest\", \"largest\" or undefined",
+                    spec("reset").expected(),
                 ))
             }
         };
-        let reconnect_delay_ms = match o.reconnect_delay_ms {
-            None => DEFAULT_RECONNECT_DELAY_MS,
-            Some(v) => integer("reconnectDelayMs", v, 10, 3_600_000, " ms")?,
-        };
-        let reconnect_jitter_ms = match o.reconnect_jitter_ms {
-            None => (reconnect_delay_ms / 4).min(15_000),
-            Some(v) => integer("reconnectJitterMs", v, 0, 3_600_000, " ms")?,
-        };
-        let max_reconnect_delay_ms = match o.max_reconnect_delay_ms {
-            None => DEFAULT_MAX_RECONNECT_DELAY_MS.max(reconnect_delay_ms),
-            Some(v) => integer(
+        let delay = duration(
+            "reconnectDelayMs",
+            o.reconnect_delay,
+            DEFAULT_RECONNECT_DELAY_MS,
+        )?;
+        let jitter = duration(
+            "reconnectJitterMs",
+            o.reconnect_jitter,
+            (delay / 4).min(MAX_DEFAULT_JITTER_MS),
+        )?;
+        let max_delay = duration(
+            "maxReconnectDelayMs",
+            o.max_reconnect_delay,
+            DEFAULT_MAX_RECONNECT_DELAY_MS.max(delay),
+        )?;
+        if max_delay < delay {
+            return Err(ConfigError::new(
                 "maxReconnectDelayMs",
-                v,
-                reconnect_delay_ms,
-                86_400_000,
-                " ms (at least reconnectDelayMs)",
-            )?,
-        };
-        let idle_timeout_ms = match o.idle_timeout_ms {
-            None => Some(DEFAULT_IDLE_TIMEOUT_MS),
-            Some(v) => (v != 0.0)
-                .then(|| {
-                    integer(
-                        "idleTimeoutMs",
-                        v,
-                        10,
-                        86_400_000,
-                        " ms, or 0 to turn it off",
-                    )
-                })
-                .transpose()?,
-        };
-        let max_record_bytes = match o.max_record_bytes {
-            None => DEFAULT_MAX_RECORD_BYTES,
-            Some(v) => integer("maxRecordBytes", v, 64, 256 << 20, " bytes")? as usize,
-        };
-        let dedup_window = match o.dedup_window {
-            None => DEFAULT_DEDUP_WINDOW,
-            Some(v) => integer("dedupWindow", v, 0, 10_000_000, " hits, 0 turns it off")? as usize,
-        };
+                max_delay.to_string(),
+                format!("an integer from reconnectDelayMs ({delay}) to 86400000 ms"),
+            ));
+        }
+        let idle = duration("idleTimeoutMs", o.idle_timeout, DEFAULT_IDLE_TIMEOUT_MS)?;
+        if idle != 0 && idle < 10 {
+            return Err(ConfigError::new(
+                "idleTimeoutMs",
+                idle.to_string(),
+                spec("idleTimeoutMs").expected(),
+            ));
+        }
+        let max_record_bytes = integer(
+            "maxRecordBytes",
+            o.max_record_bytes,
+            DEFAULT_MAX_RECORD_BYTES as u64,
+        )? as usize;
+        let dedup_window =
+            integer("dedupWindow", o.dedup_window, DEFAULT_DEDUP_WINDOW as u64)? as usize;
+        let own = crate::core::policy::UrlParts::parse(&url)
+            .map(|p| p.origin())
+            .unwrap_or_default();
+        let mut credential_origins = vec![own];
+        for origin in &o.redirect_origins {
+            let origin = validate_origin(origin)?;
+            if !credential_origins.contains(&origin) {
+                credential_origins.push(origin);
+            }
+        }
         Ok(Config {
             url,
+            token: o.token,
             api_key,
             max_connections,
             connections,
             smoothing,
             reset,
-            reconnect_delay_ms,
-            reconnect_jitter_ms,
-            max_reconnect_delay_ms,
-            idle_timeout_ms,
+            reconnect_delay: Duration::from_millis(delay),
+            reconnect_jitter: Duration::from_millis(jitter),
+            max_reconnect_delay: Duration::from_millis(max_delay),
+            idle_timeout: (idle != 0).then(|| Duration::from_millis(idle)),
             max_record_bytes,
             dedup_window,
+            credential_origins,
         })
     }
 
@@ -389,28 +591,42 @@ impl Config {
         url
     }
 
-    /// The headers of a request, given a validated bare token. `Accept-Encoding` is listed
-    /// for shells that may set it (browsers set it themselves and refuse it from script).
-    pub fn request_headers(&self, token: &str) -> Vec<(&'static str, String)> {
-        let mut h = vec![("Authorization", format!("Bearer {token}"))];
+    /// The headers of a request: `Authorization` with the validated bare `token` when there
+    /// is one, `x-api-key`, and `Accept-Encoding` (listed for hosts that may set it; browsers
+    /// set it themselves and refuse it from script).
+    pub fn request_headers(&self, token: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut h = Vec::with_capacity(3);
+        if let Some(t) = token {
+            h.push(("Authorization", format!("Bearer {t}")));
+        }
         if let Some(k) = &self.api_key {
             h.push(("x-api-key", k.clone()));
         }
         h.push(("Accept-Encoding", "gzip".to_string()));
         h
     }
+
+    /// True when a redirect to `url` may carry the credentials: its origin is the stream's
+    /// own or one of `redirectOrigins`, and it is not a downgrade from https to http.
+    pub fn may_send_credentials_to(&self, url: &str) -> bool {
+        let Some(target) = crate::core::policy::UrlParts::parse(url) else {
+            return false;
+        };
+        let downgrade =
+            self.url.to_ascii_lowercase().starts_with("https:") && target.scheme == "http";
+        !downgrade && self.credential_origins.contains(&target.origin())
+    }
 }
 
 fn validate_url(url: Option<&str>) -> Result<String, ConfigError> {
-    let expected =
-        "an absolute http(s) URL such as https://livestream.adobe.net/api/1/stream/<endpoint-name>";
+    let expected = spec("url").expected();
     let Some(raw) = url else {
         return Err(ConfigError::new("url", "missing", expected));
     };
     let trimmed = raw.trim();
     let without_fragment = trimmed.split('#').next().unwrap_or_default();
     let parsed = crate::core::policy::UrlParts::parse(without_fragment)
-        .ok_or_else(|| ConfigError::new("url", format!("{raw:?}"), expected))?;
+        .ok_or_else(|| ConfigError::new("url", format!("{raw:?}"), expected.clone()))?;
     if without_fragment
         .chars()
         .any(|c| c.is_whitespace() || c.is_control())
@@ -450,19 +666,22 @@ mod tests {
     #[test]
     fn defaults_follow_ka_16598() {
         let c = Config::new(base()).unwrap();
-        assert_eq!(c.reconnect_delay_ms, 60_000);
-        assert_eq!(c.reconnect_jitter_ms, 15_000);
-        assert_eq!(c.max_reconnect_delay_ms, 600_000);
+        assert_eq!(c.reconnect_delay, Duration::from_secs(60));
+        assert_eq!(c.reconnect_jitter, Duration::from_secs(15));
+        assert_eq!(c.max_reconnect_delay, Duration::from_secs(240));
         assert_eq!(c.max_connections, 1);
         assert_eq!(c.connections, 1);
-        assert_eq!(c.idle_timeout_ms, Some(DEFAULT_IDLE_TIMEOUT_MS));
+        assert_eq!(
+            c.idle_timeout,
+            Some(Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS))
+        );
         assert_eq!(c.dedup_window, DEFAULT_DEDUP_WINDOW);
     }
 
     #[test]
     fn connections_default_to_max_connections() {
         let c = Config::new(Options {
-            max_connections: Some(3.0),
+            max_connections: Some(3),
             ..base()
         })
         .unwrap();
@@ -474,7 +693,7 @@ mod tests {
         let cases: Vec<(Options, &str, &str)> = vec![
             (
                 Options {
-                    max_connections: Some(9.0),
+                    max_connections: Some(9),
                     ..base()
                 },
                 "maxConnections",
@@ -482,7 +701,7 @@ mod tests {
             ),
             (
                 Options {
-                    max_connections: Some(0.0),
+                    max_connections: Some(0),
                     ..base()
                 },
                 "maxConnections",
@@ -490,24 +709,8 @@ mod tests {
             ),
             (
                 Options {
-                    max_connections: Some(1.5),
-                    ..base()
-                },
-                "maxConnections",
-                "1.5",
-            ),
-            (
-                Options {
-                    max_connections: Some(f64::NAN),
-                    ..base()
-                },
-                "maxConnections",
-                "NaN",
-            ),
-            (
-                Options {
-                    max_connections: Some(2.0),
-                    connections: Some(3.0),
+                    max_connections: Some(2),
+                    connections: Some(3),
                     ..base()
                 },
                 "connections",
@@ -516,7 +719,7 @@ mod tests {
             (
                 Options {
                     smoothing: Some(true),
-                    smoothing_bucket_size: Some(7201.0),
+                    smoothing_bucket_size: Some(7201),
                     ..base()
                 },
                 "smoothingBucketSize",
@@ -524,7 +727,7 @@ mod tests {
             ),
             (
                 Options {
-                    smoothing_bucket_size: Some(30.0),
+                    smoothing_bucket_size: Some(30),
                     ..base()
                 },
                 "smoothingBucketSize",
@@ -540,16 +743,16 @@ mod tests {
             ),
             (
                 Options {
-                    reconnect_delay_ms: Some(-1.0),
+                    reconnect_delay: Some(Duration::from_millis(9)),
                     ..base()
                 },
                 "reconnectDelayMs",
-                "-1",
+                "9",
             ),
             (
                 Options {
-                    reconnect_delay_ms: Some(1000.0),
-                    max_reconnect_delay_ms: Some(500.0),
+                    reconnect_delay: Some(Duration::from_millis(1000)),
+                    max_reconnect_delay: Some(Duration::from_millis(500)),
                     ..base()
                 },
                 "maxReconnectDelayMs",
@@ -557,7 +760,7 @@ mod tests {
             ),
             (
                 Options {
-                    idle_timeout_ms: Some(5.0),
+                    idle_timeout: Some(Duration::from_millis(5)),
                     ..base()
                 },
                 "idleTimeoutMs",
@@ -565,7 +768,7 @@ mod tests {
             ),
             (
                 Options {
-                    max_record_bytes: Some(1.0),
+                    max_record_bytes: Some(1),
                     ..base()
                 },
                 "maxRecordBytes",
@@ -573,11 +776,19 @@ mod tests {
             ),
             (
                 Options {
-                    dedup_window: Some(-3.0),
+                    dedup_window: Some(10_000_001),
                     ..base()
                 },
                 "dedupWindow",
-                "-3",
+                "10000001",
+            ),
+            (
+                Options {
+                    redirect_origins: vec!["https://h/path".into()],
+                    ..base()
+                },
+                "redirectOrigins",
+                "\"https://h/path\"",
             ),
             (
                 Options {
@@ -624,7 +835,7 @@ mod tests {
     #[test]
     fn range_is_in_the_message() {
         let e = Config::new(Options {
-            max_connections: Some(9.0),
+            max_connections: Some(9),
             ..base()
         })
         .unwrap_err();
@@ -648,9 +859,9 @@ mod tests {
     fn request_url_has_parameters_and_reset_only_first() {
         let c = Config::new(Options {
             url: Some("https://h/api/1/stream/ep?x=1#frag".into()),
-            max_connections: Some(2.0),
+            max_connections: Some(2),
             smoothing: Some(true),
-            smoothing_bucket_size: Some(30.0),
+            smoothing_bucket_size: Some(30),
             reset: Some("smallest".into()),
             ..base()
         })
@@ -678,7 +889,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            c.request_headers("tok"),
+            c.request_headers(Some("tok")),
             vec![
                 ("Authorization", "Bearer tok".to_string()),
                 ("x-api-key", "cid".to_string()),
@@ -698,13 +909,49 @@ mod tests {
 
     #[test]
     fn unknown_option_suggests_the_close_one() {
-        assert!(check_option_name("maxConnections").is_ok());
-        let e = check_option_name("maxConnection").unwrap_err();
+        let known: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        assert!(check_option_name("maxConnections", &known).is_ok());
+        let e = check_option_name("maxConnection", &known).unwrap_err();
         assert!(
             e.to_string().contains("did you mean maxConnections?"),
             "{e}"
         );
-        let e = check_option_name("zzzzzzzzzzzz").unwrap_err();
+        let e = check_option_name("zzzzzzzzzzzz", &known).unwrap_err();
         assert!(e.to_string().contains("known options"), "{e}");
+    }
+
+    #[test]
+    fn every_option_has_a_spec_and_ranges_match_the_checks() {
+        for o in OPTIONS {
+            assert!(!o.meaning.is_empty() && !o.default.is_empty(), "{}", o.name);
+            if let Kind::Integer { min, max, .. } = o.kind {
+                assert!(check_integer(o.name, min).is_ok(), "{}", o.name);
+                assert!(check_integer(o.name, max).is_ok(), "{}", o.name);
+                if min > 0 {
+                    let e = check_integer(o.name, min - 1).unwrap_err();
+                    assert!(e.to_string().contains(&max.to_string()), "{e}");
+                }
+                assert!(check_integer(o.name, max + 1).is_err(), "{}", o.name);
+            }
+        }
+        let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "option names are unique");
+    }
+
+    #[test]
+    fn credentials_go_only_to_allowed_origins() {
+        let c = Config::new(Options {
+            redirect_origins: vec!["https://lb.example".into()],
+            ..base()
+        })
+        .unwrap();
+        assert!(c.may_send_credentials_to("https://livestream.adobe.net/other"));
+        assert!(c.may_send_credentials_to("https://LB.example:443/x"));
+        assert!(!c.may_send_credentials_to("http://livestream.adobe.net/other"));
+        assert!(!c.may_send_credentials_to("https://evil.example/x"));
+        assert!(!c.may_send_credentials_to("not a url"));
     }
 }

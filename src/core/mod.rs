@@ -1,8 +1,10 @@
 //! The sans-IO core: everything that decides, nothing that does I/O.
 //!
 //! Drive a [`Client`] like quinn-proto or str0m: feed it what happened with the current
-//! time (`handle_*`), then carry out what it asks ([`Client::poll_action`]), deliver what it
-//! produced ([`Client::poll_event`]) and wake it at [`Client::poll_timeout`].
+//! time (`handle_*`), then carry out each [`Output`] of [`Client::poll_output`] until it says
+//! [`Output::Wait`], and call [`Client::handle_timeout`] when that instant comes. Nothing here
+//! knows about JavaScript, sockets or clocks; the wasm shell and the native relay are two
+//! hosts of the same core.
 
 pub mod client;
 pub mod config;
@@ -10,13 +12,12 @@ pub mod dedup;
 pub mod framer;
 pub mod policy;
 pub mod record;
+pub mod time;
 
 pub use client::{
-    Action, Batch, Client, ConnectRequest, ErrorCode, ErrorEvent, Event, ResponseHead, SlotState,
-    SlotStats, Stats, StatusEvent,
+    AttemptId, Client, ClientState, ConnectRequest, ErrorCode, ErrorEvent, Event, HitSink, Output,
+    ResponseHead, SlotId, SlotState, SlotStats, Stats, StatusEvent,
 };
-pub use config::{Config, ConfigError, Options};
-
-/// Milliseconds on a monotonic clock chosen by the shell (e.g. `performance.now()`).
-/// Only differences matter; the core never reads a clock itself.
-pub type Millis = u64;
+pub use config::{Config, ConfigError, Options, TokenSource};
+pub use record::RecordInfo;
+pub use time::{Duration, Instant};

@@ -55,6 +55,10 @@ pub enum ErrorCode {
     TruncatedRecord,
     /// A gzip body that cannot be inflated.
     GzipError,
+    /// A user callback threw or its promise rejected (reported by the host; the stream goes on).
+    CallbackError,
+    /// A bug inside the client (a Rust panic); the host stopped every client it affects.
+    InternalError,
 }
 
 impl ErrorCode {
@@ -86,8 +90,43 @@ impl ErrorCode {
             InvalidUtf8 => "invalid_utf8",
             TruncatedRecord => "truncated_record",
             GzipError => "gzip_error",
+            CallbackError => "callback_error",
+            InternalError => "internal_error",
         }
     }
+
+    /// Every code, in documentation order: the one list hosts and documents are checked against.
+    pub const ALL: [ErrorCode; 26] = {
+        use ErrorCode::*;
+        [
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            NotAcceptable,
+            Conflict,
+            TooManyRequests,
+            ServerError,
+            Unavailable,
+            HttpVersionNotSupported,
+            UnexpectedStatus,
+            TooManyRedirects,
+            BadRedirect,
+            CrossOriginRedirect,
+            NetworkError,
+            IdleTimeout,
+            StreamEnded,
+            TokenError,
+            MalformedRecord,
+            OversizedRecord,
+            InvalidUtf8,
+            TruncatedRecord,
+            GzipError,
+            CallbackError,
+            InternalError,
+        ]
+    };
 }
 
 impl fmt::Display for ErrorCode {
@@ -201,7 +240,8 @@ fn read_json_string(s: &str) -> Option<String> {
     None
 }
 
-/// The longest wait a `Retry-After` may ask for: one day.
+/// The longest `Retry-After` read at all: one day. The client honours it only up to
+/// `maxReconnectDelayMs` (see [`crate::core::Client`]).
 pub const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
 
 /// Reads `Retry-After` (delay-seconds or an HTTP-date) as a wait in ms. `server_date` is the

@@ -2,21 +2,50 @@
 
 #![allow(dead_code)]
 
+use livestream_wasm::core::record::write_with_quoted_ids;
 use livestream_wasm::core::{
-    Action, Client, Config, ConnectRequest, Event, Options, ResponseHead, SlotState, StatusEvent,
+    AttemptId, Client, Config, ConnectRequest, Event, HitSink, Instant, Options, Output,
+    RecordInfo, ResponseHead, SlotId, SlotState, StatusEvent,
 };
 
-/// Plays the shell: keeps the clock, records every action and event.
+/// Collects the hits a client hands over, as a host's sink would.
+#[derive(Default)]
+pub struct Hits {
+    /// (slot, record text with the ids quoted as the web shell delivers them, key fields).
+    pub got: Vec<(SlotId, String, RecordInfo)>,
+    /// The texts exactly as the core handed them (ids bare, as on the wire).
+    pub wire: Vec<String>,
+}
+
+impl HitSink for Hits {
+    fn hit(&mut self, slot: SlotId, text: &[u8], info: &RecordInfo) {
+        let mut quoted = Vec::new();
+        write_with_quoted_ids(text, info, &mut quoted);
+        self.got
+            .push((slot, String::from_utf8(quoted).expect("UTF-8"), *info));
+        self.wire
+            .push(String::from_utf8(text.to_vec()).expect("UTF-8"));
+    }
+}
+
+/// Plays the host: keeps the clock, carries out every output and records it.
 pub struct Harness {
     pub client: Client,
     pub now: u64,
     pub connects: Vec<(u64, ConnectRequest)>,
-    pub aborts: Vec<(u64, u64)>,
+    pub aborts: Vec<(u64, AttemptId)>,
+    /// Attempts whose body the client asked to read (200 accepted).
+    pub reads: Vec<AttemptId>,
     pub events: Vec<Event>,
-    /// For each event: (drain number, time) — the order in which the shell would see it.
+    pub sink: Hits,
+    /// For each event: (drain number, time) — the order in which the host would see it.
     pub event_marks: Vec<(u64, u64)>,
     /// For each connect: the drain number.
     pub connect_marks: Vec<u64>,
+    /// The instant of the last `Output::Wait`.
+    pub wait: Option<Instant>,
+    /// Error bodies the harness hands over when asked (per status), default empty.
+    pub error_body: String,
     drains: u64,
 }
 
@@ -27,6 +56,11 @@ pub fn options() -> Options {
         url: Some(URL.to_string()),
         ..Options::default()
     }
+}
+
+/// Milliseconds as the core's duration type.
+pub fn ms(n: u64) -> Option<livestream_wasm::core::Duration> {
+    Some(livestream_wasm::core::Duration::from_millis(n))
 }
 
 impl Harness {
@@ -41,57 +75,91 @@ impl Harness {
             now: 0,
             connects: Vec::new(),
             aborts: Vec::new(),
+            reads: Vec::new(),
             events: Vec::new(),
+            sink: Hits::default(),
             event_marks: Vec::new(),
             connect_marks: Vec::new(),
+            wait: None,
+            error_body: String::new(),
             drains: 0,
         }
     }
 
-    /// Collects what the client produced since the last call.
+    /// The current time as the core's instant.
+    pub fn at(&self) -> Instant {
+        Instant::from_millis(self.now)
+    }
+
+    /// Carries out what the client asked since the last call. An error body is handed over
+    /// at once (`error_body`), as a host would after reading it.
     pub fn drain(&mut self) {
         self.drains += 1;
-        while let Some(a) = self.client.poll_action() {
-            match a {
-                Action::Connect(c) => {
+        loop {
+            match self.client.poll_output() {
+                Output::Connect(c) => {
                     self.connects.push((self.now, c));
                     self.connect_marks.push(self.drains);
                 }
-                Action::Abort { id, .. } => self.aborts.push((self.now, id)),
+                Output::Abort { attempt, .. } => self.aborts.push((self.now, attempt)),
+                Output::ReadBody { attempt, .. } => self.reads.push(attempt),
+                Output::ReadErrorBody { attempt, limit, .. } => {
+                    let body = self.error_body.clone();
+                    let body = &body.as_bytes()[..body.len().min(limit)];
+                    let now = self.at();
+                    self.client.handle_error_body(attempt, body, now);
+                }
+                Output::Event(e) => {
+                    self.events.push(e);
+                    self.event_marks.push((self.drains, self.now));
+                }
+                Output::Wait(t) => {
+                    self.wait = t;
+                    break;
+                }
             }
-        }
-        while let Some(e) = self.client.poll_event() {
-            self.events.push(e);
-            self.event_marks.push((self.drains, self.now));
         }
     }
 
     pub fn start(&mut self) {
-        assert!(self.client.start(self.now));
+        assert_eq!(
+            self.client.state(),
+            livestream_wasm::core::ClientState::Idle
+        );
+        let now = self.at();
+        self.client.start(now);
         self.drain();
     }
 
-    /// Moves the clock forward, firing timers on the way as a shell would.
+    /// The next timer, in ms (what `Output::Wait` said).
+    pub fn timeout(&self) -> Option<u64> {
+        self.client.poll_timeout().map(Instant::as_millis)
+    }
+
+    /// Moves the clock forward, firing timers on the way as a host would.
     pub fn advance(&mut self, ms: u64) {
         let end = self.now + ms;
-        while let Some(t) = self.client.poll_timeout() {
+        while let Some(t) = self.timeout() {
             if t > end {
                 break;
             }
             self.now = self.now.max(t);
-            self.client.handle_timeout(self.now);
+            let now = self.at();
+            self.client.handle_timeout(now);
             self.drain();
         }
         self.now = end;
-        self.client.handle_timeout(self.now);
+        let now = self.at();
+        self.client.handle_timeout(now);
         self.drain();
     }
 
     /// Advances to the next timer and fires it.
     pub fn fire_next_timer(&mut self) {
-        let t = self.client.poll_timeout().expect("a timer is set");
+        let t = self.timeout().expect("a timer is set");
         self.now = self.now.max(t);
-        self.client.handle_timeout(self.now);
+        let now = self.at();
+        self.client.handle_timeout(now);
         self.drain();
     }
 
@@ -99,15 +167,15 @@ impl Harness {
         &self.connects.last().expect("a connect").1
     }
 
-    /// The latest attempt id of `slot`.
-    pub fn attempt(&self, slot: usize) -> u64 {
+    /// The latest attempt of `slot`.
+    pub fn attempt(&self, slot: usize) -> AttemptId {
         self.connects
             .iter()
             .rev()
-            .find(|(_, c)| c.slot == slot)
+            .find(|(_, c)| c.slot.index() == slot)
             .expect("slot connected")
             .1
-            .id
+            .attempt
     }
 
     pub fn respond(&mut self, slot: usize, status: u16) {
@@ -122,25 +190,36 @@ impl Harness {
 
     pub fn respond_with(&mut self, slot: usize, head: ResponseHead) {
         let id = self.attempt(slot);
-        self.client.handle_response(id, head, self.now);
+        let now = self.at();
+        self.client.handle_response(id, head, now);
         self.drain();
+    }
+
+    /// A non-200 response whose body is `body`.
+    pub fn respond_body(&mut self, slot: usize, head: ResponseHead, body: &str) {
+        self.error_body = body.to_string();
+        self.respond_with(slot, head);
+        self.error_body.clear();
     }
 
     pub fn data(&mut self, slot: usize, bytes: &[u8]) {
         let id = self.attempt(slot);
-        self.client.handle_data(id, bytes, self.now);
+        let now = self.at();
+        self.client.handle_data(id, bytes, now, &mut self.sink);
         self.drain();
     }
 
     pub fn end(&mut self, slot: usize) {
         let id = self.attempt(slot);
-        self.client.handle_end(id, self.now);
+        let now = self.at();
+        self.client.handle_end(id, now);
         self.drain();
     }
 
     pub fn fail(&mut self, slot: usize, msg: &str) {
         let id = self.attempt(slot);
-        self.client.handle_failure(id, msg, self.now);
+        let now = self.at();
+        self.client.handle_failure(id, msg, now);
         self.drain();
     }
 
@@ -158,7 +237,7 @@ impl Harness {
         self.statuses()
             .into_iter()
             .rev()
-            .find(|s| s.slot == slot)
+            .find(|s| s.slot.index() == slot)
             .expect("a status for the slot")
     }
 
@@ -166,20 +245,9 @@ impl Harness {
         self.client.stats().slots[slot].state
     }
 
-    /// All hits delivered so far, as record texts.
+    /// All hits delivered so far, as record texts with the ids quoted.
     pub fn hits(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Hits(b) => Some(
-                    (0..b.len())
-                        .map(|i| b.record(i).to_string())
-                        .collect::<Vec<_>>(),
-                ),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+        self.sink.got.iter().map(|(_, t, _)| t.clone()).collect()
     }
 
     pub fn errors(&self) -> Vec<&livestream_wasm::core::ErrorEvent> {
