@@ -28,36 +28,36 @@ pub struct Cli {
 
     /// `maxConnections` sent upstream, 1..8 (JS option maxConnections; default 1).
     #[arg(long)]
-    pub max_connections: Option<f64>,
+    pub max_connections: Option<u64>,
 
     /// Upstream slots this relay opens per endpoint, 1..maxConnections (default maxConnections).
     #[arg(long)]
-    pub connections: Option<f64>,
+    pub connections: Option<u64>,
 
     /// Minimum wait after any upstream loss, ms (default 60000, as KA-16598 asks).
     #[arg(long)]
-    pub reconnect_delay_ms: Option<f64>,
+    pub reconnect_delay_ms: Option<u64>,
 
     /// Random extra wait on top of each reconnect delay, ms (default a quarter of the delay,
     /// at most 15000).
     #[arg(long)]
-    pub reconnect_jitter_ms: Option<f64>,
+    pub reconnect_jitter_ms: Option<u64>,
 
-    /// Cap of the growing wait after repeated failures, ms (default 600000).
+    /// Cap of the growing wait after repeated failures, ms (default 240000).
     #[arg(long)]
-    pub max_reconnect_delay_ms: Option<f64>,
+    pub max_reconnect_delay_ms: Option<u64>,
 
     /// Silence after which an upstream connection counts as lost, ms; 0 = off (default 600000).
     #[arg(long)]
-    pub idle_timeout_ms: Option<f64>,
+    pub idle_timeout_ms: Option<u64>,
 
     /// Largest record accepted, in bytes (default 1 MiB).
     #[arg(long)]
-    pub max_record_bytes: Option<f64>,
+    pub max_record_bytes: Option<u64>,
 
     /// Recent hit ids remembered to drop duplicates; 0 = off (default 100000).
     #[arg(long)]
-    pub dedup_window: Option<f64>,
+    pub dedup_window: Option<u64>,
 
     /// Ask Live Stream for server-side smoothing (`smoothing=1`).
     #[arg(long)]
@@ -65,11 +65,16 @@ pub struct Cli {
 
     /// `smoothingBucketSize` in seconds, 1..7200 (only with --smoothing).
     #[arg(long)]
-    pub smoothing_bucket_size: Option<f64>,
+    pub smoothing_bucket_size: Option<u64>,
 
     /// Where a new stream starts: smallest or largest (first connection only).
     #[arg(long)]
     pub reset: Option<String>,
+
+    /// An origin besides the upstream's own that may receive the token and API key on a
+    /// redirect, e.g. https://livestream-2.adobe.net. Repeatable.
+    #[arg(long = "redirect-origin", value_name = "ORIGIN")]
+    pub redirect_origins: Vec<String>,
 
     /// Adobe IMS base URL; tokens come from POST {ims}/ims/token/v3.
     #[arg(long, default_value = "https://ims-na1.adobelogin.com")]

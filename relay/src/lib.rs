@@ -20,7 +20,7 @@ pub use cli::{Cli, Secrets};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use livestream_wasm::core::{Client, Config, Options};
+use livestream_wasm::core::{Client, Config, Options, TokenSource};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -70,27 +70,36 @@ fn flag_of(option: &str) -> &'static str {
         "maxRecordBytes" => "--max-record-bytes",
         "dedupWindow" => "--dedup-window",
         "token" => "LIVESTREAM_TOKEN",
+        "redirectOrigins" => "--redirect-origin",
         _ => "an option",
     }
 }
 
 /// The core configuration of one `--upstream`; a bad value is the core's own message,
 /// with the relay's flag for it.
-pub fn upstream_config(cli: &Cli, url: &str, api_key: Option<&str>) -> Result<Config, String> {
+pub fn upstream_config(
+    cli: &Cli,
+    url: &str,
+    api_key: Option<&str>,
+    token: TokenSource,
+) -> Result<Config, String> {
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let options = Options {
         url: Some(url.to_string()),
+        token,
         api_key: api_key.map(str::to_string),
         max_connections: cli.max_connections,
         connections: cli.connections,
         smoothing: Some(cli.smoothing),
         smoothing_bucket_size: cli.smoothing_bucket_size,
         reset: cli.reset.clone(),
-        reconnect_delay_ms: cli.reconnect_delay_ms,
-        reconnect_jitter_ms: cli.reconnect_jitter_ms,
-        max_reconnect_delay_ms: cli.max_reconnect_delay_ms,
-        idle_timeout_ms: cli.idle_timeout_ms,
+        reconnect_delay: ms(cli.reconnect_delay_ms),
+        reconnect_jitter: ms(cli.reconnect_jitter_ms),
+        max_reconnect_delay: ms(cli.max_reconnect_delay_ms),
+        idle_timeout: ms(cli.idle_timeout_ms),
         max_record_bytes: cli.max_record_bytes,
         dedup_window: cli.dedup_window,
+        redirect_origins: cli.redirect_origins.clone(),
     };
     Config::new(options).map_err(|e| format!("{e} [{}]", flag_of(&e.option)))
 }
@@ -122,9 +131,14 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         }
     }
     let api_key = secrets.api_key.clone().or_else(|| cli.client_id.clone());
+    let token_kind = if secrets.token.is_some() {
+        TokenSource::Fixed
+    } else {
+        TokenSource::Refreshable
+    };
     let mut configs = Vec::new();
     for url in &cli.upstreams {
-        let config = upstream_config(&cli, url, api_key.as_deref())?;
+        let config = upstream_config(&cli, url, api_key.as_deref(), token_kind)?;
         let name = cli::stream_name(url).ok_or_else(|| {
             format!("--upstream {url}: the last path segment (the endpoint name) must be letters, digits, '-', '_' or '.'")
         })?;
