@@ -125,6 +125,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 256 * 1024)]
     pub client_sndbuf: usize,
 
+    /// Records are gathered for at most this long (ms) into one segment, which is
+    /// compressed once and written once per client; 0 publishes every upstream chunk as it
+    /// comes. Fewer, larger segments mean fewer writes per client and better compression.
+    #[arg(long, default_value_t = 50)]
+    pub flush_ms: u64,
+
     /// gzip level of the downstream stream, 0..9 (compressed once for all clients).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub gzip_level: u32,

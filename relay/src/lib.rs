@@ -230,6 +230,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
             hub,
             sm,
             cli.quiet,
+            Duration::from_millis(cli.flush_ms),
         );
         upstreams.push(tokio::spawn(up.run(shutdown_rx.clone())));
     }

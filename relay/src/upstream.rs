@@ -19,6 +19,9 @@ use crate::hub::Hub;
 use crate::metrics::{SlotView, StreamMetrics, UpstreamView};
 use crate::tokens::{error_chain, Tokens};
 
+/// A pending segment this big is published at once, whatever `--flush-ms` says.
+const MAX_SEGMENT_BYTES: usize = 256 * 1024;
+
 /// How often the slot view for `/metrics` is refreshed while nothing else changes.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 
@@ -73,6 +76,10 @@ pub struct Upstream {
     /// The token each slot sent last (so that after a 401 IMS is asked for a new one).
     sent_tokens: HashMap<SlotId, String>,
     base: tokio::time::Instant,
+    /// Records not yet published, and since when the oldest waits.
+    pending: Collect,
+    pending_since: Option<tokio::time::Instant>,
+    flush: Duration,
 }
 
 impl Upstream {
@@ -84,8 +91,15 @@ impl Upstream {
         hub: Arc<Hub>,
         metrics: Arc<StreamMetrics>,
         quiet: bool,
+        flush: Duration,
     ) -> Upstream {
         Upstream {
+            pending: Collect {
+                raw: Vec::new(),
+                ends: Vec::new(),
+            },
+            pending_since: None,
+            flush,
             client,
             tokens,
             http,
@@ -120,7 +134,11 @@ impl Upstream {
                 break;
             }
             let wake = wake.map(|t| self.base + Duration::from_millis(t.as_millis()));
+            let flush_at = self.pending_since.map(|t| t + self.flush);
             tokio::select! {
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(self.base)), if flush_at.is_some() => {
+                    self.publish();
+                }
                 Some(input) = rx.recv() => self.feed(input, &tx),
                 _ = tokio::time::sleep_until(wake.unwrap_or(self.base)), if wake.is_some() => {
                     let now = self.now();
@@ -136,6 +154,7 @@ impl Upstream {
         for (_, a) in self.attempts.drain() {
             a.task.abort();
         }
+        self.publish();
         self.snapshot();
         self.hub.close();
     }
@@ -259,16 +278,15 @@ impl Upstream {
             Input::ErrorBody { id, body } => self.client.handle_error_body(id, &body, now),
             Input::Data { id, data } => {
                 self.metrics.bytes_in.fetch_add(data.len() as u64, Relaxed);
-                let mut hits = Collect {
-                    raw: Vec::with_capacity(data.len() * 4),
-                    ends: Vec::new(),
-                };
-                self.client.handle_data(id, &data, now, &mut hits);
-                if !hits.ends.is_empty() {
-                    self.metrics
-                        .records_in
-                        .fetch_add(hits.ends.len() as u64, Relaxed);
-                    self.hub.publish(hits.raw, hits.ends);
+                let before = self.pending.ends.len();
+                self.client.handle_data(id, &data, now, &mut self.pending);
+                let added = self.pending.ends.len() - before;
+                if added > 0 {
+                    self.pending_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                }
+                if self.pending.raw.len() >= MAX_SEGMENT_BYTES || self.flush.is_zero() {
+                    self.publish();
                 }
             }
             Input::End { id } => self.client.handle_end(id, now),
@@ -277,6 +295,23 @@ impl Upstream {
                 self.client.handle_failure(id, &message, now);
             }
         }
+    }
+
+    /// Hands the pending records to the hub as one segment (compressed once for everyone).
+    fn publish(&mut self) {
+        self.pending_since = None;
+        if self.pending.ends.is_empty() {
+            return;
+        }
+        let raw = std::mem::replace(
+            &mut self.pending.raw,
+            Vec::with_capacity(MAX_SEGMENT_BYTES / 4),
+        );
+        let ends = std::mem::take(&mut self.pending.ends);
+        self.metrics
+            .records_in
+            .fetch_add(ends.len() as u64, Relaxed);
+        self.hub.publish(raw, ends);
     }
 
     /// Publishes the core's slot states and counters for `/metrics`, `/status`, `/healthz`.
