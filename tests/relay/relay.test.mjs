@@ -2,9 +2,10 @@
 // tokens), the relay holds the credentials, and three Node LiveStream clients of the built
 // package plus a plain Node fetch and a raw node:http + zlib client read the relay's
 // stream. Every client gets the same records, once, in order, with exact ids; the emulator
-// sees one upstream connection; SIGTERM frees it.
+// sees one upstream connection; the demo page, served by the relay under its strict CSP,
+// shows hits in headless Chromium; SIGTERM frees the upstream slot.
 //
-// Needs: pkg/ built (scripts/build-pkg.sh), the relay and emulator binaries
+// Needs: pkg/ built (scripts/build-pkg.sh, or LIVESTREAM_PKG_DIR), /usr/bin/chromium, the relay and emulator binaries
 // (LIVESTREAM_RELAY_BIN / LIVESTREAM_EMULATOR_BIN, else target/{native,release,debug}/).
 // Run: node --test tests/relay/
 import { after, before, describe, test } from "node:test";
@@ -15,8 +16,11 @@ import http from "node:http";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import zlib from "node:zlib";
+import { chromium } from "playwright-core";
 
 const repo = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+// The built package (scripts/build-pkg.sh); LIVESTREAM_PKG_DIR points elsewhere.
+const pkgDir = process.env.LIVESTREAM_PKG_DIR || join(repo, "pkg");
 const N = 150;
 
 function binary(name, envVar) {
@@ -65,14 +69,16 @@ describe("the relay with Node clients of the package", () => {
   let LiveStream;
 
   before(async () => {
-    ({ LiveStream } = await import(join(repo, "pkg/node.js")));
+    ({ LiveStream } = await import(join(pkgDir, "node.js")));
     emulator = await start(binary("livestream-emulator", "LIVESTREAM_EMULATOR_BIN"),
       ["--listen", "127.0.0.1:0", "--quiet", "--seed", "11", "--rate", "100", "--ims-client-id", "relay-node",
         "--token-ttl-secs", "3", "--slot-hold-secs", "0.5"],
       { LIVESTREAM_EMULATOR_IMS_SECRET: "node-secret" });
     relay = await start(binary("livestream-relay", "LIVESTREAM_RELAY_BIN"),
       ["--listen", "127.0.0.1:0", "--upstream", `${emulator.url}/api/1/stream/demo`, "--client-id", "relay-node",
-        "--scope", "openid,AdobeID", "--ims-url", emulator.url, "--reconnect-delay-ms", "500", "--replay", "100000"],
+        "--scope", "openid,AdobeID", "--ims-url", emulator.url, "--reconnect-delay-ms", "500", "--replay", "100000",
+        "--www", join(repo, "www"), "--mount", `/pkg/=${pkgDir}`,
+        "--mount", `/vendor/uplot/=${join(repo, "node_modules/uplot/dist")}`],
       { LIVESTREAM_CLIENT_SECRET: "node-secret" });
   });
 
@@ -162,6 +168,28 @@ describe("the relay with Node clients of the package", () => {
     assert.equal(status.healthy, true);
     assert.equal(status.tokenSource, "ims");
     assert.equal(status.streams[0].slots[0].state, "open");
+  });
+
+  test("the demo page, served by the relay, shows hits in Chromium without CSP or console errors", async () => {
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      args: ["--no-sandbox", "--headless=new", "--disable-gpu"],
+    });
+    try {
+      const page = await browser.newPage();
+      const problems = [];
+      page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+      page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`));
+      const res = await page.goto(`${relay.url}/?autoconnect=1&stream=demo&reconnectDelayMs=2000`, { waitUntil: "load" });
+      assert.equal(res.status(), 200);
+      assert.match(res.headers()["content-security-policy"], /script-src 'self' 'wasm-unsafe-eval' 'sha256-/);
+      await page.waitForFunction(
+        () => Number((document.getElementById("kpi-hits")?.textContent || "0").replace(/[^\d]/g, "")) > 20,
+        null, { timeout: 30_000 });
+      assert.deepEqual(problems, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   test("SIGTERM: the relay exits 0 and the emulator sees the upstream connection closed", async () => {
