@@ -120,6 +120,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 1024)]
     pub client_queue: usize,
 
+    /// Most downstream TCP connections served at once; more are answered 503 and closed
+    /// (keep it below the descriptor limit, `ulimit -n`).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_clients: usize,
+
     /// Kernel send buffer per downstream socket, bytes (bounds kernel memory per client and
     /// how much a stalled client can absorb before its queue counts; 0 = the OS default).
     #[arg(long, default_value_t = 256 * 1024)]

@@ -245,7 +245,11 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         naive: cli.naive_per_client_gzip,
         gzip_level: cli.gzip_level,
     });
-    let server = tokio::spawn(serve(listener, downstream, cli.client_sndbuf, shutdown_rx));
+    let limits = Limits {
+        sndbuf: cli.client_sndbuf,
+        max_clients: cli.max_clients,
+    };
+    let server = tokio::spawn(serve(listener, downstream, limits, shutdown_rx));
     Ok(Relay {
         addr,
         metrics,
@@ -262,10 +266,16 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Per-connection limits of the downstream server.
+struct Limits {
+    sndbuf: usize,
+    max_clients: usize,
+}
+
 async fn serve(
     listener: TcpListener,
     ds: Arc<Downstream>,
-    sndbuf: usize,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
@@ -278,8 +288,22 @@ async fn serve(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                if sndbuf > 0 {
-                    let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(sndbuf);
+                if conns.len() >= limits.max_clients {
+                    // Over the limit: a short answer, then the socket closes.
+                    conns.spawn(async move {
+                        let mut tcp = tcp;
+                        let body = r#"{"error":"unavailable","error_description":"too many downstream clients; the relay's --max-clients is reached"}"#;
+                        let msg = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 5\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tokio::io::AsyncWriteExt::write_all(&mut tcp, msg.as_bytes()),
+                        )
+                        .await;
+                    });
+                    continue;
+                }
+                if limits.sndbuf > 0 {
+                    let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.sndbuf);
                 }
                 let ds = ds.clone();
                 let mut stop = shutdown.clone();

@@ -600,10 +600,31 @@ async fn access_is_refused_without_the_token_or_from_other_origins() {
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(relay.get("/%2e%2e/etc/passwd", &[]).await.status, 403);
+    assert_eq!(relay.get("/%2e%2e%2fCargo.toml", &[]).await.status, 403);
     assert_eq!(relay.get("/missing.js", &[]).await.status, 404);
     relay.stop().await;
     emu.stop().await;
     std::fs::remove_dir_all(&www).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_clients_get_503() {
+    let emu = Emu::start(&["--seed", "10", "--rate", "50"], None).await;
+    let relay = RelayUnderTest::start(
+        &["--upstream", &emu.url("demo"), "--max-clients", "2"],
+        fixed_token(),
+    )
+    .await;
+    let mut a = relay.stream("demo", true).await;
+    let _b = relay.stream("demo", false).await;
+    let r = relay.get("/api/1/stream/demo", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    let body = String::from_utf8(r.body().await.unwrap()).unwrap();
+    assert!(body.contains("--max-clients"), "{body}");
+    a.take(3).await;
+    relay.stop().await;
+    emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
