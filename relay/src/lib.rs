@@ -8,6 +8,8 @@
 //! Tests and embedders start it in-process with [`start`]; the binary adds signal handling
 //! and reads the secrets from the environment.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod hub;
 pub mod metrics;
