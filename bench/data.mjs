@@ -89,7 +89,12 @@ const UNKNOWN = [
  * A seeded record generator. `next()` returns the next record's line (without CRLF), its
  * hit id as exact decimal strings, and whether an empty record precedes it.
  */
-export function recordGenerator(seed = 1) {
+export function recordGenerator(seed = 1, profile = {}) {
+  // profile.intl: share of visitors whose records carry non-Latin-1 text (default 0.1);
+  // profile.pad: extra ASCII bytes per record in an unknown field (size profiles);
+  // profile.small: a minimal record (ids, times, a page name), ~300 B.
+  const intlShare = profile.intl ?? 0.1;
+  const pad = profile.pad ? `,"padding":"${"p".repeat(profile.pad)}"` : "";
   const r = rng32(seed);
   const below = (n) => r() % n;
   const chance = (p) => r() < p * TWO32;
@@ -106,7 +111,7 @@ export function recordGenerator(seed = 1) {
     visitors.push({
       vh: id().toString(), vl: id().toString(), mh: id().toString(), ml: id().toString(),
       ip: `${1 + below(222)}.${below(256)}.${below(256)}.${1 + below(254)}`,
-      intl: chance(0.1), geo: below(GEO.length), geoIntl: below(GEO_INTL.length),
+      intl: chance(intlShare), geo: below(GEO.length), geoIntl: below(GEO_INTL.length),
       browser: below(BROWSERS.length), os: below(OSES.length), res: pick(RESOLUTIONS),
       lang: pick(LANGS), bot: chance(0.02) ? "Googlebot" : "<Not a bot>",
     });
@@ -148,7 +153,13 @@ export function recordGenerator(seed = 1) {
     const products = section === "Product" || purchase
       ? `[{"category":"${cat}","name":"${name}","revenue":${purchase ? price * units : 0},"units":${purchase ? units : 0},"evars":{"eVar10":"size-${38 + below(10)}"},"events":{}}]`
       : "[]";
-    const unknown = chance(0.02) ? pick(UNKNOWN) : "";
+    const unknown = (chance(0.02) ? pick(UNKNOWN) : "") + pad;
+    if (profile.small) {
+      hitNo++;
+      const line = `{"hitIdHigh":${high},"hitIdLow":${hitIdLow},"visIdHigh":${v.vh},"visIdLow":${v.vl},` +
+        `"timeGMT":${t},"receivedTimeGMT":${received},"pageName":"${pageName}","geoCountry":"${country}","geoCity":"${city}"${unknown}}`;
+      return { line, hitIdHigh: high, hitIdLow, emptyBefore: chance(0.005) };
+    }
     const line =
       `{"reportSuite":"examplecomprod","hitIdHigh":${high},"hitIdLow":${hitIdLow},` +
       `"visIdHigh":${v.vh},"visIdLow":${v.vl},"mcVisIdHigh":${v.mh},"mcVisIdLow":${v.ml},` +
@@ -174,8 +185,8 @@ export function recordGenerator(seed = 1) {
  * The whole data set in memory: `bytes` (UTF-8, CRLF records), and the truth of each hit's
  * id in delivery order (`hitIdHigh[i]`, `hitIdLow[i]`, exact decimal strings).
  */
-export function generate(hits = 100_000, seed = 1) {
-  const g = recordGenerator(seed);
+export function generate(hits = 100_000, seed = 1, profile = {}) {
+  const g = recordGenerator(seed, profile);
   const enc = new TextEncoder();
   const parts = [];
   let size = 0;

@@ -28,10 +28,14 @@ const pkgDir = path.resolve(args.pkg ?? new URL("../pkg", import.meta.url).pathn
 // The core-only contenders run the `bench` build of the package instead.
 const pkg = await import(pathToFileURL(path.join(pkgDir, "node.js")).href);
 const wasm = await pkg.default();
-const benchPkg = contenders.some((c) => CORE_ONLY.has(c))
+const benchEntry = contenders.some((c) => CORE_ONLY.has(c))
   ? await import(pathToFileURL(path.join(path.resolve(args["bench-pkg"]), "node.js")).href)
   : null;
-const benchWasm = benchPkg ? await benchPkg.default() : null;
+const benchWasm = benchEntry ? await benchEntry.default() : null;
+// BenchFramer/BenchScanner are classes of the bench build's glue (the entry exports only the API).
+const benchPkg = benchEntry
+  ? await import(pathToFileURL(path.join(path.resolve(args["bench-pkg"]), "livestream_wasm.js")).href)
+  : null;
 const { LiveStream } = pkg;
 const wasmBytes = (c) => (CORE_ONLY.has(c) ? benchWasm : wasm).memory.buffer.byteLength;
 
@@ -48,11 +52,39 @@ if (args.soak) {
   process.exit(0);
 }
 
-const data = generate(hits, seed);
+// --profile JSON: a data profile of the sweep ({intl, pad, small, chunk}).
+const profile = args.profile ? JSON.parse(args.profile) : {};
+const chunkBytes = profile.chunk ?? 64 * 1024;
+const data = generate(hits, seed, profile);
 const totalBytes = data.bytes.length;
+
+if (args.crossings) {
+  // Calls from JavaScript into wasm per body chunk: every Engine method is counted while one
+  // run of each LiveStream contender reads the data from memory.
+  const glue = await import(pathToFileURL(path.join(pkgDir, "livestream_wasm.js")).href);
+  const counts = {};
+  for (const name of Object.getOwnPropertyNames(glue.Engine.prototype)) {
+    const f = glue.Engine.prototype[name];
+    if (typeof f !== "function" || name === "constructor") continue;
+    glue.Engine.prototype[name] = function (...a) {
+      counts[name] = (counts[name] ?? 0) + 1;
+      return f.apply(this, a);
+    };
+  }
+  const out = {};
+  for (const c of contenders) {
+    for (const k of Object.keys(counts)) delete counts[k];
+    const r = await CONTENDERS[c]({ LiveStream, open: () => Promise.resolve(memoryResponse(data.bytes, chunkBytes)), expected: hits });
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    out[c] = { chunks: r.chunks ?? Math.ceil(totalBytes / chunkBytes), calls: { ...counts }, total };
+  }
+  process.stdout.write(JSON.stringify({ env: "node", crossings: out, chunkBytes, bytes: totalBytes }) + "\n");
+  process.exit(0);
+}
+
 const open =
   source === "mem"
-    ? () => Promise.resolve(memoryResponse(data.bytes, 64 * 1024, sample))
+    ? () => Promise.resolve(memoryResponse(data.bytes, chunkBytes, sample))
     : () => fetch(`${args.server}/data`, { cache: "no-store" });
 const results = Object.fromEntries(contenders.map((c) => [c, []]));
 for (const c of contenders) if (!CONTENDERS[c]) throw new Error(`unknown contender ${c}`);

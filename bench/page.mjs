@@ -1,6 +1,6 @@
 // The browser side of the benchmark: bench/run.mjs opens this page (one fresh page per feed,
 // contender and source), then calls window.bench.prepare() and window.bench.run().
-import init, { LiveStream } from "/pkg/livestream_wasm.js";
+import init, { LiveStream } from "/pkg/index.js";
 import { generate, fingerprint } from "/bench/data.mjs";
 import { CONTENDERS, CORE_ONLY, countOnly, memoryResponse, verify } from "/bench/contenders.mjs";
 

@@ -49,8 +49,23 @@ const LABEL = {
   core: "(c2) core alone: frame+scan+dedup+batch",
 };
 const SOURCES = ["mem", "net"];
+/**
+ * The data profiles of the sweep (Node, from memory): a ratio that holds on one profile only
+ * is not a result. Record size, share of non-Latin-1 text and chunk size vary one at a time
+ * around the typical profile (1.2 KB records, 10 % of visitors with non-Latin-1 text, 64 KiB
+ * chunks); the worst case is reported beside the typical one.
+ */
+const SWEEP = [
+  { name: "typical (1.2 KB, 10 % intl, 64 KiB)", hits: 40_000, profile: {} },
+  { name: "small records (~0.3 KB)", hits: 100_000, profile: { small: true } },
+  { name: "large records (~5 KB)", hits: 10_000, profile: { pad: 4000 } },
+  { name: "no non-ASCII text", hits: 40_000, profile: { intl: 0 } },
+  { name: "60 % intl visitors", hits: 40_000, profile: { intl: 0.6 } },
+  { name: "4 KiB chunks", hits: 40_000, profile: { chunk: 4096 } },
+  { name: "1 MiB chunks", hits: 40_000, profile: { chunk: 1 << 20 } },
+];
 
-for (const f of ["node.js", "livestream_wasm.js", "livestream_wasm_bg.wasm"]) {
+for (const f of ["node.js", "index.js", "livestream_wasm.js", "livestream_wasm_bg.wasm"]) {
   if (!fs.existsSync(path.join(pkgDir, f))) {
     console.error(`bench: ${path.join(pkgDir, f)} is missing: build the package first (npm run build)`);
     process.exit(1);
@@ -268,15 +283,11 @@ async function soakChromium(browser, server, contender) {
 // ---- sizes -----------------------------------------------------------------------------------
 function sizes() {
   const wasm = fs.readFileSync(path.join(pkgDir, "livestream_wasm_bg.wasm"));
-  const glueFiles = [path.join(pkgDir, "livestream_wasm.js")];
-  const snip = path.join(pkgDir, "snippets");
-  if (fs.existsSync(snip)) {
-    for (const f of fs.readdirSync(snip, { recursive: true })) {
-      if (String(f).endsWith(".js")) glueFiles.push(path.join(snip, String(f)));
-    }
-  }
+  // What a page loads: the wasm-bindgen glue, the entry and the JavaScript host.
+  const glueFiles = ["livestream_wasm.js", "index.js", "live-stream.js", "hit-batch.js", "tab-share.js"]
+    .map((f) => path.join(pkgDir, f));
   const glue = Buffer.concat(glueFiles.map((f) => fs.readFileSync(f)));
-  const nodeEntry = fs.readFileSync(path.join(pkgDir, "node.js"));
+  const nodeEntry = Buffer.concat(["node.js", "node-fetch.js"].map((f) => fs.readFileSync(path.join(pkgDir, f))));
   return {
     wasmRaw: wasm.length, wasmGz: gz(wasm),
     glueRaw: glue.length, glueGz: gz(glue), glueFiles: glueFiles.map((f) => path.relative(pkgDir, f)),
@@ -310,6 +321,35 @@ function speedTable(rows) {
     "peak MiB (median)", "wasm MiB", "min–max", "avg chunk KiB"], out, ["l", "l", "l"]);
 }
 
+function crossingsText() {
+  if (!crossings) return "";
+  const lines = [`boundary crossings (JavaScript -> wasm calls) per body chunk, node/mem, ${(crossings.chunkBytes / 1024).toFixed(0)} KiB chunks ` +
+    `(before the JS host: 21 per chunk, Rust driving the reader through bindings):`];
+  for (const [c, v] of Object.entries(crossings.crossings)) {
+    const per = (v.total / v.chunks).toFixed(2);
+    const detail = Object.entries(v.calls).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ");
+    lines.push(`  ${LABEL[c] ?? c}: ${per} per chunk (${v.total} calls over ${v.chunks} chunks: ${detail})`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+function sweepText() {
+  if (sweep.length === 0) return "";
+  const out = sweep.map((p) => {
+    const b = p.rows.baseline;
+    const h = p.rows.onHits;
+    const bb = p.rows.onBatch;
+    return [p.name, Math.round(b.hitsPerS).toLocaleString("en-US"), `${ratioTo(b, h).toFixed(2)}×`, `${ratioTo(b, bb).toFixed(2)}×`,
+      `${h.wrong + bb.wrong}`, `${b.wrong}`];
+  });
+  const worst = (k) => Math.min(...sweep.map((p) => ratioTo(p.rows.baseline, p.rows[k])));
+  const worstName = (k) => sweep.reduce((a, p) => (ratioTo(p.rows.baseline, p.rows[k]) < ratioTo(a.rows.baseline, a.rows[k]) ? p : a)).name;
+  return "profile sweep (node, from memory; one thing varied at a time):\n" +
+    table(["profile", "baseline hits/s", "onHits × base", "onBatch × base", "ids wrong (ours)", "ids wrong (baseline)"], out, ["l"]) +
+    `\nworst case: onHits ${worst("onHits").toFixed(2)}× (${worstName("onHits")}), onBatch ${worst("onBatch").toFixed(2)}× (${worstName("onBatch")}); ` +
+    `typical: onHits ${ratioTo(sweep[0].rows.baseline, sweep[0].rows.onHits).toFixed(2)}×, onBatch ${ratioTo(sweep[0].rows.baseline, sweep[0].rows.onBatch).toFixed(2)}×\n`;
+}
+
 function verdict(ok, text) {
   return `${ok ? "MET   " : "MISSED"} ${text}`;
 }
@@ -327,19 +367,19 @@ function goals(rows, soaks, sz) {
       if (h) {
         const ratio = ratioTo(b, h);
         const exact = h.wrong === 0 && h.collisions === 0 && h.duplicates === 0 && h.missing === 0;
-        const ok = ratio >= 1.0 && exact;
-        if (ratio < 1.0) speedMissed = true;
-        lines.push(verdict(ok, `onHits ≥ 1.0× baseline (aim 1.2×), ${env}/${source}: ${ratio.toFixed(2)}× ` +
-          `(margin ${((ratio - 1) * 100).toFixed(0)} %, aim ${ratio >= 1.2 ? "reached" : `${((ratio / 1.2 - 1) * 100).toFixed(0)} % short`}); ` +
+        const ok = ratio >= 1.2 && exact;
+        if (ratio < 1.2) speedMissed = true;
+        lines.push(verdict(ok, `onHits ≥ 1.2× baseline, ${env}/${source}: ${ratio.toFixed(2)}× ` +
+          `(margin ${((ratio / 1.2 - 1) * 100).toFixed(0)} %); ` +
           `ids wrong ${h.wrong}/${h.hits}${exact ? " (exact)" : ""}; baseline gets ${b.wrong}/${b.hits} ids wrong ` +
           `(${(100 * b.wrong / b.hits).toFixed(1)} %), ${b.collisions} distinct ids collide`));
       }
       if (bb) {
         const ratio = ratioTo(b, bb);
-        const ok = ratio >= 2.5 && bb.wrong === 0;
-        if (ratio < 2.5) speedMissed = true;
-        lines.push(verdict(ok, `onBatch (ids+time only) ≥ 2.5× baseline, ${env}/${source}: ${ratio.toFixed(2)}× ` +
-          `(margin ${((ratio / 2.5 - 1) * 100).toFixed(0)} %); ids wrong ${bb.wrong}`));
+        const ok = ratio >= 3.0 && bb.wrong === 0;
+        if (ratio < 3.0) speedMissed = true;
+        lines.push(verdict(ok, `onBatch (ids+time only) ≥ 3.0× baseline, ${env}/${source}: ${ratio.toFixed(2)}× ` +
+          `(margin ${((ratio / 3.0 - 1) * 100).toFixed(0)} %); ids wrong ${bb.wrong}`));
       }
     }
   }
@@ -379,6 +419,9 @@ const t0 = Date.now();
 const server = await startServer();
 const rows = [];
 const soaks = [];
+const sweep = [];
+let crossings = null;
+let chaosSoak = "";
 let fingerprint;
 let browser;
 const problems = [];
@@ -402,6 +445,44 @@ try {
       const c = await benchChromium(browser, server);
       rows.push(...c.rows);
       fingerprint = c.fingerprint;
+    });
+  }
+  if (only === "all" || only === "node") {
+    await step("crossings", async () => {
+      log("bench: counting JS -> wasm calls per chunk (node, mem, 64 KiB chunks)…");
+      crossings = await runNode(["--crossings", "1", "--contender", "onHits,onBatch", "--hits", String(Math.min(hits, 20_000)),
+        "--seed", String(seed), "--pkg", pkgDir]);
+    });
+    if (!flag("no-sweep")) {
+      await step("profile sweep", async () => {
+        for (const p of SWEEP) {
+          log(`bench: profile sweep (node, mem): ${p.name}…`);
+          const outs = await runNode(["--contender", "baseline,onHits,onBatch", "--source", "mem", "--hits", String(p.hits),
+            "--seed", String(seed), "--runs", String(quick ? 2 : 3), "--pkg", pkgDir, "--profile", JSON.stringify(p.profile)]);
+          const byC = Object.fromEntries([outs].flat().map((o) => [o.contender, summarise("node", o.contender, "mem", o.results)]));
+          sweep.push({ name: p.name, rows: byC });
+        }
+      });
+    }
+  }
+  if (doSoak && !flag("no-chaos") && (only === "all" || only === "node")) {
+    await step("chaos soak", async () => {
+      const secs = Number(opt("chaos-secs", quick ? 60 : 300));
+      log(`bench: chaos soak, ${secs} s against the emulator's --chaos…`);
+      chaosSoak = await new Promise((resolve, reject) => {
+        const p = spawn(process.execPath, ["--test", path.join(root, "tests/node/chaos-soak.test.mjs")], {
+          env: { ...process.env, LIVESTREAM_SOAK_SECS: String(secs) },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let out = "";
+        p.stdout.on("data", (d) => (out += d));
+        p.stderr.on("data", (d) => (out += d));
+        p.on("close", (code) => {
+          const line = out.split("\n").find((l) => l.includes("chaos soak") && l.includes("emulator wrote"));
+          if (code === 0 && line) resolve(line.replace(/^#\s*/, ""));
+          else reject(new Error(`the chaos soak failed (${code}):\n${out.slice(-3000)}`));
+        });
+      });
     });
   }
   if (doSoak) {
@@ -461,6 +542,9 @@ const report = [
   ...header, "",
   speedTable(rows), "",
   soaks.length ? soakTable(soaks) + "\n" : "",
+  crossingsText(),
+  sweepText(),
+  chaosSoak ? chaosSoak + "\n" : "",
   `sizes: .wasm ${sz.wasmRaw.toLocaleString("en-US")} B raw, ${sz.wasmGz.toLocaleString("en-US")} B gzipped; ` +
     `JS glue (${sz.glueFiles.join(" + ")}) ${sz.glueRaw.toLocaleString("en-US")} B raw, ${sz.glueGz.toLocaleString("en-US")} B gzipped; ` +
     `node entry ${sz.nodeRaw} B`,

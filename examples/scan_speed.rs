@@ -2,12 +2,13 @@
 //! CRLF, 0.5 % empty records, ~90 % of ids above 2^53, 10 % with non-Latin-1 text).
 //!
 //! Run natively: `cargo run --release --example scan_speed [records]`.
-//! Prints MB/s for framing alone, the record scan alone (`rewrite_record`), framing +
-//! scan + dedup together, and the same from a gzip body inflated in the core.
+//! Prints MB/s for framing alone, the record scan alone (`scan_record`), the scan plus
+//! the id quoting the web shell does (`write_with_quoted_ids`), framing + scan + quoting +
+//! dedup together, and the same from a gzip body inflated in the core.
 
 use livestream_wasm::core::dedup::Dedup;
 use livestream_wasm::core::framer::{FrameSink, Framer};
-use livestream_wasm::core::record::rewrite_record;
+use livestream_wasm::core::record::{scan_record, write_with_quoted_ids};
 use std::time::Instant;
 
 struct Rng(u64);
@@ -88,19 +89,18 @@ impl FrameSink for Sink<'_> {
         if !self.scan {
             return;
         }
-        let len = self.out.len();
-        match rewrite_record(record, &mut self.out) {
-            Ok(info) => {
-                if let (Some(d), Some(k)) = (self.dedup.as_deref_mut(), info.hit_key) {
+        let mut repaired = Vec::new();
+        match scan_record(record, &mut repaired) {
+            Ok(s) => {
+                if let (Some(d), Some(k)) = (self.dedup.as_deref_mut(), s.info.hit_key) {
                     if !d.insert(k) {
                         self.dups += 1;
+                        return;
                     }
                 }
+                write_with_quoted_ids(s.text, &s.info, &mut self.out);
             }
-            Err(_) => {
-                self.malformed += 1;
-                self.out.truncate(len);
-            }
+            Err(_) => self.malformed += 1,
         }
         if self.out.len() > 1 << 20 {
             self.out.clear();
@@ -172,17 +172,32 @@ fn main() {
         mb
     );
 
-    // Scan alone.
+    // Scan alone (what a native relay does).
+    let mut repaired = Vec::new();
+    let t = best_of(5, || {
+        for r in &records {
+            let s = scan_record(r.as_bytes(), &mut repaired).unwrap();
+            std::hint::black_box(s);
+        }
+    });
+    println!(
+        "record scan (scan_record):    {:7.0} MB/s  {:5.2} M records/s",
+        mb / t,
+        n as f64 / t / 1e6
+    );
+
+    // Scan + quoting of the ids (what the web shell does).
     let mut out = Vec::with_capacity(1 << 21);
     let t = best_of(5, || {
         for r in &records {
             out.clear();
-            let info = rewrite_record(r.as_bytes(), &mut out).unwrap();
-            std::hint::black_box(info);
+            let s = scan_record(r.as_bytes(), &mut repaired).unwrap();
+            write_with_quoted_ids(s.text, &s.info, &mut out);
+            std::hint::black_box(&out);
         }
     });
     println!(
-        "record scan (rewrite_record): {:7.0} MB/s  {:5.2} M records/s",
+        "scan + quote ids:             {:7.0} MB/s  {:5.2} M records/s",
         mb / t,
         n as f64 / t / 1e6
     );
@@ -213,7 +228,7 @@ fn main() {
 
     // Framing + scan + dedup.
     let t = best_of(5, || {
-        let mut d = Dedup::new(100_000);
+        let mut d = Dedup::new(100_000, 0x5eed);
         let mut s = Sink {
             out: Vec::with_capacity(1 << 21),
             records: 0,
@@ -233,7 +248,7 @@ fn main() {
     // Same from gzip.
     let gz = gzip(&body);
     let t = best_of(3, || {
-        let mut d = Dedup::new(100_000);
+        let mut d = Dedup::new(100_000, 0x5eed);
         let mut s = Sink {
             out: Vec::with_capacity(1 << 21),
             records: 0,
@@ -262,7 +277,7 @@ fn main() {
         })
         .collect();
     let t = best_of(5, || {
-        let mut d = Dedup::new(n / 4);
+        let mut d = Dedup::new(n / 4, 0x5eed);
         for k in &keys {
             std::hint::black_box(d.insert(*k));
         }
@@ -272,4 +287,27 @@ fn main() {
         n / 4,
         n as f64 / t / 1e6
     );
+
+    // Flooding (issue 13): ids crafted to share one hash under the old unkeyed hash
+    // (`high * C ^ low` constant) against random ids, window 100 000 (the default).
+    let crafted: Vec<_> = (1..=n as u64)
+        .map(|i| livestream_wasm::core::record::HitKey {
+            high: i,
+            low: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef,
+        })
+        .collect();
+    for (name, keys) in [("random", &keys), ("crafted", &crafted)] {
+        let mut d = Dedup::new(100_000, 0x5eed);
+        let t = Instant::now();
+        for k in keys.iter() {
+            std::hint::black_box(d.insert(*k));
+        }
+        let t = t.elapsed().as_secs_f64();
+        let (longest, total) = d.probe_stats();
+        println!(
+            "dedup flood, {n} {name:7} ids: {:8.2} ms, probe distance longest {longest}, average {:.2}",
+            t * 1e3,
+            total as f64 / d.len() as f64
+        );
+    }
 }

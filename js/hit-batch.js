@@ -1,9 +1,6 @@
-// Hand-written JavaScript imported by the wasm shell (src/web/convert.rs): turns one chunk's
-// hits, which the Rust core wrote as JSON text with the 64-bit ids already quoted, into
-// JavaScript values. wasm-bindgen copies this file into pkg/snippets/.
-//
-// The byte arrays handed in are views of wasm memory, valid only during the call: everything
-// kept is copied first.
+// One chunk's hits as JavaScript values. The engine (src/crossing.rs) wrote them as JSON text
+// with the 64-bit ids quoted, in three regions by text class; the host (live-stream.js) copies
+// the text and the key columns out of wasm memory and hands the copies in here.
 
 const decoder = new TextDecoder();
 
@@ -56,30 +53,30 @@ export class HitBatch {
 
   constructor(connection, text, latin1At, wideAt, starts, ends, hitIdHigh, hitIdLow, visIdHigh, visIdLow,
     timeGMT, receivedTimeGMT, flags) {
-    // Plain copies (memcpy); the record offsets stay as the core wrote them.
-    this.#text = text.slice();
+    // The arrays are the host's own copies (out of wasm memory): kept as they are.
+    this.#text = text;
     this.#latin1At = latin1At;
     this.#wideAt = wideAt;
-    this.#starts = starts.slice();
-    this.#ends = ends.slice();
+    this.#starts = starts;
+    this.#ends = ends;
     /** Slot index the chunk came from. */
     this.connection = connection;
     /** Number of hits. */
     this.length = starts.length;
     /** hitIdHigh of each hit (0n when absent: see `flags`). */
-    this.hitIdHigh = hitIdHigh.slice();
+    this.hitIdHigh = hitIdHigh;
     /** hitIdLow of each hit (0n when absent). */
-    this.hitIdLow = hitIdLow.slice();
+    this.hitIdLow = hitIdLow;
     /** visIdHigh of each hit (0n when absent). */
-    this.visIdHigh = visIdHigh.slice();
+    this.visIdHigh = visIdHigh;
     /** visIdLow of each hit (0n when absent). */
-    this.visIdLow = visIdLow.slice();
+    this.visIdLow = visIdLow;
     /** timeGMT of each hit in Unix seconds (NaN when absent). */
-    this.timeGMT = timeGMT.slice();
+    this.timeGMT = timeGMT;
     /** receivedTimeGMT of each hit in Unix seconds (NaN when absent). */
-    this.receivedTimeGMT = receivedTimeGMT.slice();
+    this.receivedTimeGMT = receivedTimeGMT;
     /** Per hit: bit 1 = has hitIdHigh/hitIdLow, bit 2 = has visIdHigh/visIdLow. */
-    this.flags = flags.slice();
+    this.flags = flags;
     Object.freeze(this);
   }
 

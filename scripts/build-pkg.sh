@@ -4,7 +4,7 @@
 #      manifest), never downloading anything (--mode no-install);
 #   2. wasm-opt -O3 from the npm package binaryen (never Debian's binaryen 108, which writes
 #      modules that fail to load: see README#setup);
-#   3. the hand-written entries from js/ (the Node entry and its types);
+#   3. the hand-written JavaScript from js/ (the LiveStream host, the entries, the types);
 #   4. prints the .wasm size, raw and gzipped.
 # Environment: CARGO_TARGET_DIR is respected (wasm-pack passes it to cargo);
 #   PKG_OUT_DIR   output directory (default pkg; it is removed and rebuilt);
@@ -44,12 +44,14 @@ mv "$wasm.opt" "$wasm"
 
 # wasm-pack writes a `*` .gitignore into pkg/, which npm pack would obey too.
 rm -f "$out/.gitignore" "$out/package.json" "$out/README.md"
-cp js/node.js js/node.d.ts "$out/"
+# The JavaScript host and the entries (see js/): the public API lives there.
+cp js/index.js js/index.d.ts js/live-stream.js js/hit-batch.js js/tab-share.js js/node-fetch.js js/node.js js/node.d.ts "$out/"
 
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
-js_raw=$(cat "$out/livestream_wasm.js" "$out"/snippets/*/js/*.js | wc -c)
-js_gz=$(cat "$out/livestream_wasm.js" "$out"/snippets/*/js/*.js | gzip -9 -c | wc -c)
+browser_js=("$out/livestream_wasm.js" "$out/index.js" "$out/live-stream.js" "$out/hit-batch.js" "$out/tab-share.js")
+js_raw=$(cat "${browser_js[@]}" | wc -c)
+js_gz=$(cat "${browser_js[@]}" | gzip -9 -c | wc -c)
 printf 'build-pkg: %s: %d bytes from wasm-bindgen, %d bytes after wasm-opt %s, %d bytes gzipped\n' \
   "$wasm" "$raw_before" "$raw" "$level" "$gz"
 printf 'build-pkg: JavaScript glue: %d bytes, %d bytes gzipped\n' "$js_raw" "$js_gz"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: every test suite of the project, in order of cost. Stops at the first failure.
-#  1. cargo tests: the core (unit, property, storm scenario) and the emulator (integration)
+#  1. cargo tests: the core (unit, property, storm scenario, schema checks), the emulator and
+#     the relay (integration), the fuzz crate; a 5-second smoke run of each fuzz target
 #  2. the release package (wasm-pack + wasm-opt) and the emulator binary
 #  3. wasm tests of the shell in Node and in headless Chromium, against the emulator
 #  4. Node tests of the packed npm package (Node import, Vite build, <script type=module>)
@@ -15,6 +16,8 @@ step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "cargo test: core and emulator"
 cargo test --workspace --quiet
+step "fuzz smoke: every target for 5 s (npm run fuzz -- --seconds N for longer runs)"
+bash scripts/fuzz.sh --seconds 5
 step "the KA-16598 storm schedule"
 cargo test --quiet --test storm -- --nocapture 2>&1 | sed -n '/KA-16598 storm/,/connected/p'
 
@@ -26,7 +29,7 @@ export LIVESTREAM_EMULATOR_BIN="$PWD/target/release/livestream-emulator"
 # One emulator for the wasm tests; its URL is compiled into them.
 emu_log=$(mktemp)
 "$LIVESTREAM_EMULATOR_BIN" --listen 127.0.0.1:0 --quiet --rate 50 --seed 1 \
-  --slot-hold-secs 0.3 --mount /pkg/=pkg >"$emu_log" 2>&1 &
+  --slot-hold-secs 0.3 --mount /pkg/=pkg --admin-cors-origin 'http://127.0.0.1:*' >"$emu_log" 2>&1 &
 emu_pid=$!
 trap 'kill $emu_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -636,7 +636,7 @@ fn bad_records_are_reported_and_the_next_one_delivered() {
     h.respond(0, 200);
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(5000));
     let body = format!(
-        "not json\r\n{}\r\n{big}\r\n{{\"hitIdHigh\":-1,\"hitIdLow\":2}}\r\n{}\r\n",
+        "not json\r\n{}\r\n{big}\r\n{{\"hitIdHigh\":1,\"hitIdLow\":2,}}\r\n{}\r\n",
         record(1, 1),
         record(2, 2),
     );
@@ -903,4 +903,23 @@ proptest! {
             h.fire_next_timer();
         }
     }
+}
+
+#[test]
+fn remembered_hits_are_not_delivered_again_after_a_hand_over() {
+    use livestream_wasm::core::record::HitKey;
+    let mut h = Harness::new(options());
+    h.client
+        .remember_hits([HitKey { high: 1, low: 2 }, HitKey { high: 3, low: 4 }]);
+    h.start();
+    h.respond(0, 200);
+    let body = format!(
+        "{}\r\n{}\r\n{}\r\n",
+        record(1, 2),
+        record(3, 4),
+        record(5, 6)
+    );
+    h.data(0, body.as_bytes());
+    assert_eq!(h.hits().len(), 1);
+    assert_eq!(h.client.stats().duplicates, 2);
 }

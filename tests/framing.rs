@@ -1,4 +1,5 @@
-//! Property and integration tests of the record path: framer -> rewrite_record -> dedup.
+//! Property and integration tests of the record path: framer -> scan_record (+ the id
+//! quoting of write_with_quoted_ids) -> dedup.
 //!
 //! The oracles are independent of the code under test: a few-line reference framer that
 //! works on the whole body at once, a bit-by-bit CRC-32 with a hand-built gzip container
@@ -8,8 +9,10 @@
 mod support;
 
 use livestream_wasm::core::dedup::Dedup;
-use livestream_wasm::core::framer::{FrameSink, Framer};
-use livestream_wasm::core::record::{rewrite_record, HitKey, RecordErrorKind, ID_FIELDS};
+use livestream_wasm::core::framer::{FrameSink, Framer, KEEP_CAPACITY};
+use livestream_wasm::core::record::{
+    scan_record, write_with_quoted_ids, HitKey, RecordError, RecordErrorKind, RecordInfo, ID_FIELDS,
+};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -275,6 +278,95 @@ fn gzip_from_the_gzip_tool() {
     assert_eq!(left, 0);
 }
 
+/// Issue 13 item 8: a record of exactly the cap whose CRLF comes in a later chunk used to
+/// double the buffer (1 MiB -> 2 MiB). The capacity must stay within cap + 1 after every
+/// push, whatever the chunking, and drop back to at most KEEP_CAPACITY once a large record
+/// is done.
+#[test]
+fn exact_max_records_do_not_grow_the_buffer_past_the_cap() {
+    for max in [64usize, 255, 256, 1000, 4096, KEEP_CAPACITY + 3000] {
+        for len in [max - 1, max, max + 1] {
+            let mut body = vec![b'x'; len];
+            body.extend(b"\r\n{\"next\":1}\r\n");
+            let mut want = vec![if len > max {
+                Ev::Oversized(len as u64)
+            } else {
+                Ev::Record(vec![b'x'; len])
+            }];
+            want.push(Ev::Record(b"{\"next\":1}".to_vec()));
+            // Cuts right before, inside and after the CRLF, and a few inside the record.
+            let mut cut_sets: Vec<Vec<usize>> = vec![
+                vec![len],
+                vec![len, 1],
+                vec![len + 1],
+                vec![len + 2],
+                vec![len - 1, 1, 1],
+                vec![len / 2, len - len / 2],
+                vec![len / 3, len / 3, len - 2 * (len / 3), 1],
+                vec![1, len - 1, 1],
+            ];
+            if max < 2000 {
+                cut_sets.push(vec![1]);
+                cut_sets.push(vec![7]);
+            }
+            for cuts in &cut_sets {
+                let mut f = Framer::new(max);
+                let mut sink = Events::default();
+                let mut rest = &body[..];
+                for &n in cuts.iter().chain(std::iter::repeat(&1_000_000)) {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let n = n.clamp(1, rest.len());
+                    f.push(&rest[..n], &mut sink);
+                    rest = &rest[n..];
+                    assert!(
+                        f.buffered_capacity() <= max + 1,
+                        "max {max}, record {len}, cuts {cuts:?}: capacity {} after a push",
+                        f.buffered_capacity()
+                    );
+                }
+                assert_eq!(sink.0, want, "max {max}, record {len}, cuts {cuts:?}");
+                assert!(
+                    f.buffered_capacity() <= KEEP_CAPACITY,
+                    "max {max}, record {len}, cuts {cuts:?}: {} kept after the record",
+                    f.buffered_capacity()
+                );
+                assert_eq!(f.finish(), 0);
+            }
+        }
+    }
+}
+
+/// A huge record cut by chunk boundaries, then small ones: the memory is given back.
+#[test]
+fn buffer_memory_is_given_back_after_a_large_record() {
+    let max = 1 << 20;
+    let mut f = Framer::new(max);
+    let mut sink = Events::default();
+    let big = vec![b'y'; 900_000];
+    for c in big.chunks(65_536) {
+        f.push(c, &mut sink);
+    }
+    assert!(f.buffered_capacity() >= 900_000);
+    assert!(f.buffered_capacity() <= max + 1);
+    f.push(b"\r\n{\"a\":1}\r\n{\"b\"", &mut sink);
+    assert_eq!(sink.0.len(), 2);
+    assert!(
+        f.buffered_capacity() <= KEEP_CAPACITY,
+        "{}",
+        f.buffered_capacity()
+    );
+    // An oversized record is skipped without keeping its buffer either.
+    let mut f = Framer::new(200_000);
+    f.push(&vec![b'z'; 150_000], &mut sink);
+    assert!(f.buffered_capacity() >= 150_000);
+    f.push(&vec![b'z'; 100_000], &mut sink);
+    assert_eq!(f.buffered_capacity(), 0);
+    f.push(b"\n", &mut sink);
+    assert_eq!(sink.0.last(), Some(&Ev::Oversized(250_000)));
+}
+
 #[test]
 fn oversized_then_next_record_intact_any_split() {
     let mut body = vec![b'{'; 5000];
@@ -303,7 +395,15 @@ fn oversized_then_next_record_intact_any_split() {
     }
 }
 
-// ----- rewrite_record properties ---------------------------------------------------------
+// ----- scan_record properties -------------------------------------------------------------
+
+/// Scans `record` and appends it to `out` with its ids quoted (what the web shell does).
+fn rewrite(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, RecordError> {
+    let mut repaired = Vec::new();
+    let s = scan_record(record, &mut repaired)?;
+    write_with_quoted_ids(s.text, &s.info, out);
+    Ok(s.info)
+}
 
 /// A random JSON value with keys that are never id names (so any object is valid).
 fn json_value() -> impl Strategy<Value = Value> {
@@ -389,7 +489,7 @@ proptest! {
     fn rewrite_round_trips(r in rec(), ws in "[ \t]{0,2}") {
         let text = format!("{ws}{}{ws}", rec_text(&r));
         let mut out = b"keep".to_vec();
-        let info = rewrite_record(text.as_bytes(), &mut out).unwrap();
+        let info = rewrite(text.as_bytes(), &mut out).unwrap();
         prop_assert_eq!(&out[..4], b"keep");
         let got: Value = serde_json::from_slice(&out[4..]).unwrap();
         let orig: Value = serde_json::from_str(&text).unwrap();
@@ -439,7 +539,7 @@ proptest! {
         }
         let serde_ok = serde.map(|v| v.is_object()).unwrap_or(false);
         let mut out = Vec::new();
-        let ours = rewrite_record(&text, &mut out);
+        let ours = rewrite(&text, &mut out);
         prop_assert_eq!(
             ours.is_ok(),
             serde_ok,
@@ -469,7 +569,7 @@ proptest! {
         text.extend_from_slice(&value);
         text.extend_from_slice(b"\"}");
         let mut out = Vec::new();
-        let info = rewrite_record(&text, &mut out).unwrap();
+        let info = rewrite(&text, &mut out).unwrap();
         let valid = std::str::from_utf8(&value).is_ok();
         prop_assert_eq!(info.replaced_invalid_utf8, !valid);
         let want = format!(
@@ -477,6 +577,144 @@ proptest! {
             String::from_utf8_lossy(&value)
         );
         prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
+
+/// serde_json rejects lone surrogate escapes (`"\ud83d"`), which are valid JSON text and
+/// which `JSON.parse` (the reference) accepts; so the differential tests compare against
+/// serde_json on a copy where every surrogate escape is replaced by `\u0041` (same length,
+/// same validity otherwise). Escaped backslashes are skipped, so `\\ud83d` is left alone.
+fn neutralize_surrogates(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if out[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if out[i + 1] == b'u' && i + 6 <= out.len() {
+            let hex = std::str::from_utf8(&out[i + 2..i + 6]).ok();
+            if let Some(cp) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                if (0xd800..=0xdfff).contains(&cp) {
+                    out[i + 2..i + 6].copy_from_slice(b"0041");
+                }
+            }
+        }
+        i += 2;
+    }
+    out
+}
+
+/// An id value as it may appear in a stream, and the id it yields under the module's rule
+/// (`Some` only for a usable id), and whether it is a bare number that gets quoted.
+fn id_value() -> impl Strategy<Value = (String, Option<u64>, bool)> {
+    prop_oneof![
+        4 => any::<u64>().prop_map(|v| (v.to_string(), Some(v), true)),
+        1 => (0u64..1000).prop_map(|v| (v.to_string(), Some(v), true)),
+        2 => any::<u64>().prop_map(|v| (format!("\"{v}\""), Some(v), false)),
+        1 => any::<u64>().prop_map(|v| (format!("\"0{v}\""), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("-{v}"), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("{v}.0"), None, false)),
+        1 => any::<u64>().prop_map(|v| (format!("{v}e0"), None, false)),
+        1 => (1u128..1 << 70).prop_map(|d| ((u64::MAX as u128 + d).to_string(), None, false)),
+        1 => (1u64..1000).prop_map(|v| (format!("\"\\u0031{v}\""), None, false)),
+        1 => prop::sample::select(vec![
+            "null", "true", "false", "{}", "[1]", "\"\"", "\"x\"", "\"\\ud83d\"", "-0", "0.5",
+            "\"-1\"", "\" 1\"", "{\"hitIdHigh\":1}",
+        ])
+        .prop_map(|v| (v.to_string(), None, false)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Issue 13 item 11: records with any id values (usable or not, repeated keys, lone
+    /// surrogates in strings), possibly with one byte mutated. Accepted exactly when
+    /// serde_json (surrogates neutralized; JSON.parse is the reference) accepts an object;
+    /// when unmutated, the key fields follow the id rule (last occurrence wins) and the
+    /// quoted output equals the input with exactly the usable bare ids turned into strings.
+    #[test]
+    fn any_id_values_follow_the_rule_and_agree_with_serde_json(
+        members in prop::collection::vec(
+            prop_oneof![
+                3 => (0usize..6, id_value()).prop_map(|(k, v)| (Some(k), v.0, v.1, v.2)),
+                1 => ("[a-z]{1,4}", json_value()).prop_map(|(k, v)| (None, format!("\"{k}\":{v}"), None, false)),
+                1 => Just((None, "\"s\":\"half \\ud83d, other half \\ude00\"".to_string(), None, false)),
+            ],
+            0..10,
+        ),
+        ws in prop::sample::select(vec!["", " ", "\t", " \r\n "]),
+        mutate in prop::option::weighted(0.3, (0u8..3, any::<usize>(), prop::sample::select(b"{}[]:,\"\\ 019.eE+-tfnu\t\x01".to_vec()))),
+    ) {
+        let mut parts = Vec::new();
+        let mut last: [Option<(Option<u64>, bool)>; 6] = [None; 6];
+        for (field, raw, id, bare) in &members {
+            match field {
+                Some(k) => {
+                    parts.push(format!("\"{}\"{ws}:{ws}{raw}", ID_FIELDS[*k]));
+                    last[*k] = Some((*id, *bare));
+                }
+                None => parts.push(raw.clone()),
+            }
+        }
+        let mut text = format!("{ws}{{{ws}{}{ws}}}{ws}", parts.join(&format!("{ws},{ws}"))).into_bytes();
+        if let Some((op, at, byte)) = mutate {
+            let at = at % (text.len() + 1);
+            match op {
+                0 if at < text.len() => { text.remove(at); }
+                1 => text.insert(at, byte),
+                _ if at < text.len() => text[at] = byte,
+                _ => {}
+            }
+        }
+        // A mutation may cut a UTF-8 sequence: the scanner repairs it (U+FFFD, flagged) as
+        // a browser's decoder would, so the reference sees the repaired text too.
+        let lossy = String::from_utf8_lossy(&text).into_owned();
+        let serde = serde_json::from_slice::<Value>(&neutralize_surrogates(lossy.as_bytes()));
+        if let Err(e) = &serde {
+            prop_assume!(!e.to_string().contains("number out of range"));
+        }
+        let serde_ok = serde.as_ref().map(|v| v.is_object()).unwrap_or(false);
+        let mut repaired = Vec::new();
+        let ours = scan_record(&text, &mut repaired);
+        prop_assert_eq!(ours.is_ok(), serde_ok, "{:?}: {:?} / serde {:?}", String::from_utf8_lossy(&text), ours.as_ref().err(), serde.as_ref().err());
+        let Ok(scanned) = ours else { return Ok(()) };
+        // The text is the record, trimmed, as given.
+        let trimmed = lossy.trim_matches(|c| " \t\r\n".contains(c));
+        prop_assert_eq!(scanned.text, trimmed.as_bytes());
+        let mut out = Vec::new();
+        write_with_quoted_ids(scanned.text, &scanned.info, &mut out);
+        let got: Value = serde_json::from_slice(&neutralize_surrogates(&out)).unwrap();
+        let orig = serde.unwrap();
+        let (got, orig) = (got.as_object().unwrap(), orig.as_object().unwrap());
+        prop_assert_eq!(got.len(), orig.len());
+        let spans: Vec<String> = scanned.info.bare_id_spans().iter()
+            .map(|&(a, b)| String::from_utf8(scanned.text[a as usize..b as usize].to_vec()).unwrap())
+            .collect();
+        for (k, v) in orig {
+            match (ID_FIELDS.iter().position(|f| f == k), &got[k]) {
+                // A quoted id: the digits of an accepted bare u64.
+                (Some(_), Value::String(digits)) if !v.is_string() => {
+                    prop_assert!(digits.parse::<u64>().is_ok(), "{}", digits);
+                    prop_assert!(spans.contains(digits), "{} not in {:?}", digits, spans);
+                    let want = v.as_u64().map(|n| n.to_string());
+                    prop_assert_eq!(want.as_ref(), Some(digits));
+                }
+                (_, g) => prop_assert_eq!(g, v),
+            }
+        }
+        if mutate.is_none() {
+            let id = |k: usize| last[k].and_then(|(id, _)| id);
+            let want_hit = match (id(0), id(1)) {
+                (Some(high), Some(low)) => Some(HitKey { high, low }),
+                _ => None,
+            };
+            prop_assert_eq!(scanned.info.hit_key, want_hit);
+            prop_assert_eq!(scanned.info.vis_id, id(2).zip(id(3)));
+            let bare = last.iter().filter(|l| matches!(l, Some((Some(_), true)))).count();
+            prop_assert_eq!(scanned.info.bare_id_spans().len(), bare);
+        }
     }
 }
 
@@ -489,20 +727,17 @@ fn malformed_records_have_specific_messages() {
         ("{\"a\":\"\u{7}\"}", RecordErrorKind::Syntax, "invalid JSON at byte 6: control character U+0007 in a string must be escaped"),
         ("{\"a\":NaN}", RecordErrorKind::Syntax, "invalid JSON at byte 5: expected a value, found 'N' (NaN and Infinity are not JSON)"),
         ("{\"a\":007}", RecordErrorKind::Syntax, "invalid JSON at byte 5: leading zeros are not allowed in numbers"),
-        ("{\"hitIdLow\":-12}", RecordErrorKind::BadId, "hitIdLow is not an unsigned 64-bit integer: -12"),
-        ("{\"hitIdHigh\":18446744073709551616}", RecordErrorKind::BadId, "hitIdHigh is not an unsigned 64-bit integer: 18446744073709551616"),
-        ("{\"visIdLow\":\"0x1f\"}", RecordErrorKind::BadId, "visIdLow is not an unsigned 64-bit integer: \"0x1f\""),
         ("null", RecordErrorKind::NotAnObject, "not a JSON object: starts with 'n'"),
         ("\"x\"", RecordErrorKind::NotAnObject, "not a JSON object: starts with '\"'"),
     ];
     for (text, kind, want) in cases {
         let mut out = Vec::new();
-        let e = rewrite_record(text.as_bytes(), &mut out).unwrap_err();
+        let e = rewrite(text.as_bytes(), &mut out).unwrap_err();
         assert_eq!(e.kind(), *kind, "{text}");
         assert!(e.to_string().starts_with(want), "{text}: {e}");
     }
     let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-    let e = rewrite_record(deep.as_bytes(), &mut Vec::new()).unwrap_err();
+    let e = rewrite(deep.as_bytes(), &mut Vec::new()).unwrap_err();
     assert_eq!(
         e.to_string(),
         "invalid JSON at byte 132: nesting deeper than 128 levels"
@@ -561,7 +796,7 @@ proptest! {
         impl FrameSink for Pipe {
             fn record(&mut self, record: &[u8]) {
                 let start = self.out.len();
-                match rewrite_record(record, &mut self.out) {
+                match rewrite(record, &mut self.out) {
                     Ok(info) => {
                         if let Some(k) = info.hit_key {
                             if !self.dedup.insert(k) {
@@ -587,7 +822,7 @@ proptest! {
             }
         }
         let mut pipe = Pipe {
-            dedup: Dedup::new(window),
+            dedup: Dedup::new(window, 0x5eed),
             out: Vec::new(),
             delivered: Vec::new(),
             duplicates: 0,
@@ -630,7 +865,7 @@ proptest! {
         }
         prop_assert_eq!(pipe.malformed.len(), bad);
         for m in &pipe.malformed {
-            prop_assert_eq!(m.as_str(), "hitIdLow is not an unsigned 64-bit integer: -1");
+            prop_assert!(m.contains("expected a value, found the end of the record"), "{}", m);
         }
         prop_assert_eq!(pipe.duplicates, dups);
         prop_assert_eq!(pipe.delivered.len(), want.len());
@@ -657,7 +892,7 @@ proptest! {
 #[test]
 fn dedup_bounded_detects_within_and_forgets_beyond_window() {
     let window = 1000;
-    let mut d = Dedup::new(window);
+    let mut d = Dedup::new(window, 0x5eed);
     let key = |i: u64| HitKey {
         high: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         low: i,

@@ -7,11 +7,13 @@
 //! (the out-of-band abort, used by admin drop/reset and shutdown even when the channel is
 //! full because the client stopped reading).
 
+use crate::net::{Activity, InFlight};
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -39,6 +41,8 @@ pub struct ChannelBody {
     data: mpsc::Receiver<Item>,
     abort: mpsc::Receiver<()>,
     done: bool,
+    /// Counts the frames handed to hyper (see [`crate::net`]).
+    act: Arc<Activity>,
 }
 
 /// The sending side of a streamed body.
@@ -49,8 +53,9 @@ pub struct BodySender {
     pub abort: mpsc::Sender<()>,
 }
 
-/// A streamed body and its sender.
-pub fn channel() -> (BodySender, ChannelBody) {
+/// A streamed body and its sender; `act` (the connection's) counts the frames handed to
+/// hyper.
+pub fn channel(act: Arc<Activity>) -> (BodySender, ChannelBody) {
     let (dtx, drx) = mpsc::channel(4);
     let (atx, arx) = mpsc::channel(1);
     (
@@ -62,6 +67,7 @@ pub fn channel() -> (BodySender, ChannelBody) {
             data: drx,
             abort: arx,
             done: false,
+            act,
         },
     )
 }
@@ -89,7 +95,10 @@ impl Body for ChannelBody {
             return Poll::Ready(Some(Err(aborted())));
         }
         match self.data.poll_recv(cx) {
-            Poll::Ready(Some(Item::Data(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Item::Data(b))) => {
+                self.act.frame_yielded();
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
             Poll::Ready(Some(Item::Abort)) => {
                 self.done = true;
                 Poll::Ready(Some(Err(aborted())))
@@ -108,5 +117,41 @@ impl Body for ChannelBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// A response body that keeps its connection marked busy (see [`Activity::begin`]) until
+/// hyper has sent it and dropped it, so an open stream is never closed as idle.
+pub struct Guarded {
+    inner: ResBody,
+    _busy: InFlight,
+}
+
+/// Wraps `body` so that `busy` lasts as long as it.
+pub fn guarded(body: ResBody, busy: InFlight) -> ResBody {
+    Guarded {
+        inner: body,
+        _busy: busy,
+    }
+    .boxed_unsync()
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

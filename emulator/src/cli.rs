@@ -166,8 +166,9 @@ pub struct Options {
     pub header_timeout_secs: f64,
 
     /// Seconds a keep-alive connection may stay idle (no request in progress, nothing read
-    /// or written) before it is closed. Open stream responses are never idle-closed.
-    #[arg(long, default_value_t = 60.0, value_name = "S")]
+    /// or written) before it is closed. Open stream responses are never idle-closed. (A
+    /// connection waiting for its next request is also closed after --header-timeout-secs.)
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
     pub idle_timeout_secs: f64,
 
     /// Records retained across all streams together (each stream keeps at most --backlog,

@@ -4,6 +4,7 @@
 //! demo) can produce exact situations: a queue of canned error responses, a body of exact
 //! lines with exact chunking, a different hit rate, or different slot timings.
 
+use crate::cli::{MAX_HOLD_SECS, MAX_RATE, MAX_RESUME_SECS};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -92,6 +93,16 @@ fn yes() -> bool {
 }
 
 const REDIRECTS: &[u16] = &[301, 302, 303, 307, 308];
+/// Most canned responses in one script.
+pub const MAX_RESPONSES: usize = 1000;
+/// Most lines of a scripted body (the 64 KiB request limit bounds their bytes).
+pub const MAX_LINES: usize = 10_000;
+/// Largest `body.chunk_size`.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Longest `error` of a canned response.
+pub const MAX_ERROR_LEN: usize = 200;
+/// Longest `error_description` or `location` of a canned response.
+pub const MAX_TEXT_LEN: usize = 2000;
 
 impl Script {
     /// Parses and validates a script; the error is a sentence naming the bad field.
@@ -103,7 +114,27 @@ impl Script {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.responses.len() > MAX_RESPONSES {
+            return Err(format!(
+                "responses must hold from 0 to {MAX_RESPONSES} entries, got {}",
+                self.responses.len()
+            ));
+        }
         for (i, r) in self.responses.iter().enumerate() {
+            for (name, v, max) in [
+                ("error", &r.error, MAX_ERROR_LEN),
+                ("error_description", &r.error_description, MAX_TEXT_LEN),
+                ("location", &r.location, MAX_TEXT_LEN),
+            ] {
+                if let Some(v) = v {
+                    if v.len() > max {
+                        return Err(format!(
+                            "responses[{i}].{name} must be from 0 to {max} bytes long, got {}",
+                            v.len()
+                        ));
+                    }
+                }
+            }
             if !(300..=599).contains(&r.status) {
                 return Err(format!(
                     "responses[{i}].status must be 300..=599 (use \"body\" to script a 200), got {}",
@@ -133,31 +164,42 @@ impl Script {
                     ));
                 }
             }
-            if r.retry_after.is_some_and(|s| s > 86_400) {
+            if let Some(s) = r.retry_after.filter(|s| *s > 86_400) {
                 return Err(format!(
-                    "responses[{i}].retry_after must be <= 86400 seconds"
+                    "responses[{i}].retry_after must be from 0 to 86400 seconds, got {s}"
                 ));
             }
         }
         if let Some(b) = &self.body {
-            if b.chunk_size == Some(0) {
-                return Err("body.chunk_size must be at least 1".into());
+            if b.lines.len() > MAX_LINES {
+                return Err(format!(
+                    "body.lines must hold from 0 to {MAX_LINES} lines, got {}",
+                    b.lines.len()
+                ));
+            }
+            if let Some(n) = b.chunk_size.filter(|n| !(1..=MAX_CHUNK).contains(n)) {
+                return Err(format!(
+                    "body.chunk_size must be from 1 to {MAX_CHUNK} bytes, got {n}"
+                ));
             }
             if b.chunk_delay_ms > 60_000 {
-                return Err("body.chunk_delay_ms must be <= 60000".into());
+                return Err(format!(
+                    "body.chunk_delay_ms must be from 0 to 60000, got {}",
+                    b.chunk_delay_ms
+                ));
             }
         }
-        let non_neg = |name: &str, v: Option<f64>| match v {
-            Some(x) if !(x.is_finite() && x >= 0.0) => {
-                Err(format!("{name} must be a finite number >= 0, got {x}"))
+        let range = |name: &str, v: Option<f64>, max: f64| match v {
+            Some(x) if !(x.is_finite() && (0.0..=max).contains(&x)) => {
+                Err(format!("{name} must be a number from 0 to {max}, got {x}"))
             }
             _ => Ok(()),
         };
-        non_neg("rate", self.rate)?;
-        non_neg("slot_hold_secs", self.slot_hold_secs)?;
-        non_neg("resume_secs", self.resume_secs)?;
-        if self.resend.is_some_and(|n| n > 1000) {
-            return Err("resend must be <= 1000".into());
+        range("rate", self.rate, MAX_RATE)?;
+        range("slot_hold_secs", self.slot_hold_secs, MAX_HOLD_SECS)?;
+        range("resume_secs", self.resume_secs, MAX_RESUME_SECS)?;
+        if let Some(n) = self.resend.filter(|n| *n > 1000) {
+            return Err(format!("resend must be from 0 to 1000, got {n}"));
         }
         Ok(())
     }
@@ -194,9 +236,35 @@ mod tests {
             (r#"{"body":{"lines":[],"chunk_size":0}}"#, "chunk_size"),
             (r#"{"bogus":1}"#, "bogus"),
             (r#"{"body":{"lines":[],"then":"later"}}"#, "later"),
+            (
+                r#"{"rate":1e17}"#,
+                "rate must be a number from 0 to 10000, got 100000000000000000",
+            ),
+            (
+                r#"{"slot_hold_secs":1e9}"#,
+                "slot_hold_secs must be a number from 0 to 3600",
+            ),
+            (r#"{"resume_secs":1e9}"#, "resume_secs"),
+            (
+                r#"{"resend":5000}"#,
+                "resend must be from 0 to 1000, got 5000",
+            ),
+            (
+                r#"{"body":{"lines":[],"chunk_size":9999999}}"#,
+                "chunk_size must be from 1 to",
+            ),
         ] {
             let e = Script::parse(json.as_bytes()).unwrap_err();
             assert!(e.contains(needle), "{json}: {e}");
         }
+        let long = format!(
+            r#"{{"responses":[{{"status":404,"error":"{}"}}]}}"#,
+            "x".repeat(201)
+        );
+        let e = Script::parse(long.as_bytes()).unwrap_err();
+        assert!(
+            e.contains("responses[0].error must be from 0 to 200 bytes long, got 201"),
+            "{e}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use crate::body::{self, full, BodySender, Item, ResBody};
 use crate::cli::{Fault, Options};
 use crate::ims::{Check, Ims};
+use crate::net::{Activity, TrackedIo};
 use crate::rng::Rng;
 use crate::script::{BodyScript, CannedResponse, Script, Then};
 use crate::static_files;
@@ -17,17 +18,18 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Records batched into one chunk at most.
 const BATCH: usize = 256;
@@ -98,10 +100,14 @@ pub async fn start(opts: Options) -> io::Result<Server> {
                 Duration::from_secs(opts.token_ttl_secs),
             )
         }),
+        clients_refused: AtomicU64::new(0),
+        idle_closed: AtomicU64::new(0),
         opts,
     });
     let (tx, mut rx) = watch::channel(false);
     let app2 = app.clone();
+    let clients = Arc::new(Semaphore::new(app.opts.max_clients));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -109,26 +115,23 @@ pub async fn start(opts: Options) -> io::Result<Server> {
                     let (tcp, remote) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
+                            // Out of file descriptors, typically: wait for some to free.
                             app2.log(format_args!("accept failed: {e}"));
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
                     };
+                    let Ok(permit) = clients.clone().try_acquire_owned() else {
+                        app2.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        refuse_client(tcp, &refusals, app2.opts.max_clients);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let app3 = app2.clone();
-                    let mut stop = rx.clone();
+                    let stop = rx.clone();
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let app = app3.clone();
-                            async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(tcp), svc);
-                        tokio::select! {
-                            _ = conn => {}
-                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {}
-                        }
+                        serve_client(app3, tcp, remote, stop).await;
+                        drop(permit);
                     });
                 }
                 _ = async { let _ = rx.wait_for(|s| *s).await; } => break,
@@ -141,6 +144,80 @@ pub async fn start(opts: Options) -> io::Result<Server> {
         shutdown: tx,
         task,
     })
+}
+
+/// Refusals of connections beyond `--max-clients` written at once; beyond that a new
+/// connection is closed without an answer.
+const MAX_REFUSALS: usize = 64;
+
+/// Answers a connection beyond `--max-clients` with a 503 and closes it.
+fn refuse_client(tcp: tokio::net::TcpStream, refusals: &Arc<Semaphore>, max: usize) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return; // dropping the socket closes it
+    };
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let body = error_json(
+            "unavailable",
+            &format!("the emulator serves at most {max} connections at once (--max-clients); try again later"),
+        );
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+            body.len()
+        );
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tcp.write_all(head.as_bytes()).await?;
+            tcp.write_all(body.as_bytes()).await?;
+            tcp.shutdown().await
+        })
+        .await;
+        drop(permit);
+    });
+}
+
+/// Serves one TCP connection: HTTP/1.1 with a header read timeout, closed when idle for
+/// `--idle-timeout-secs` with no request in progress, or at shutdown.
+async fn serve_client(
+    app: Arc<App>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let act = Activity::new();
+    let io = TokioIo::new(TrackedIo::new(tcp, act.clone()));
+    let act2 = act.clone();
+    let app2 = app.clone();
+    let svc = service_fn(move |req| {
+        let app = app2.clone();
+        let act = act2.clone();
+        async move {
+            let busy = act.begin();
+            let res = app.handle(req, remote, &act).await;
+            Ok::<_, Infallible>(res.map(|b| body::guarded(b, busy)))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs_f64(app.opts.header_timeout_secs))
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    let idle = Duration::from_secs_f64(app.opts.idle_timeout_secs);
+    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut conn => break,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            _ = tokio::time::sleep(tick) => {
+                if !act.busy() && act.idle_ms() >= idle.as_millis() as u64 {
+                    app.log(format_args!("{remote} idle for {} s: closed", idle.as_secs_f64()));
+                    app.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Tells a connection task to end, and why.
@@ -200,6 +277,35 @@ struct ConnInfo {
     smoothing_bucket_secs: Option<u32>,
     scripted: bool,
     faults: Vec<FaultEvent>,
+    /// Queued frames not yet known to be written: (frame number, records, bytes).
+    #[serde(skip)]
+    pending: VecDeque<(u64, u64, u64)>,
+    /// The TCP connection's activity (None once the connection ended and was settled).
+    #[serde(skip)]
+    act: Option<Arc<Activity>>,
+    /// Frames the TCP connection had yielded before this response.
+    #[serde(skip)]
+    base_frame: u64,
+}
+
+impl ConnInfo {
+    /// Moves the frames hyper has written to the socket into `records_sent` and
+    /// `bytes_sent`, which count only what was written, never what hyper may still
+    /// discard (a chaos or admin drop makes hyper drop its unwritten buffer).
+    fn reconcile(&mut self) {
+        let Some(act) = &self.act else {
+            return;
+        };
+        let written = act.flushed_frames().saturating_sub(self.base_frame);
+        while let Some(&(frame, r, b)) = self.pending.front() {
+            if frame > written {
+                break;
+            }
+            self.pending.pop_front();
+            self.records_sent += r;
+            self.bytes_sent += b;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -224,6 +330,10 @@ struct App {
     state: Mutex<State>,
     /// The IMS token endpoint, when `--ims-client-id` is set.
     ims: Option<Ims>,
+    /// Connections refused because of `--max-clients`.
+    clients_refused: AtomicU64,
+    /// Connections closed because they were idle.
+    idle_closed: AtomicU64,
 }
 
 /// Validated query parameters of a stream request.
@@ -278,6 +388,60 @@ fn with_retry_after(mut r: Response<ResBody>, secs: Option<f64>) -> Response<Res
             .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
+}
+
+/// Paths that never get the public CORS headers: the admin API and IMS.
+fn is_private_path(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/") || path == "/ims" || path.starts_with("/ims/")
+}
+
+/// A 204 answer to a CORS preflight for everyone (`*`).
+fn preflight(methods: &'static str, headers: &'static str) -> Response<ResBody> {
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(headers),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// Whether `origin` (lower-case) matches a `--admin-cors-origin` pattern (`:*` = any port).
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.strip_suffix(":*") {
+        Some(base) => origin.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix(':')
+                    .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        }),
+        None => pattern == origin,
+    }
+}
+
+/// Whether a `Host` header names this machine by an IP literal or `localhost` (a DNS
+/// name could be rebound to 127.0.0.1 by a hostile page).
+fn host_is_literal(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn accepts_gzip(h: &HeaderMap) -> bool {
@@ -380,6 +544,104 @@ impl App {
         }
     }
 
+    /// The request's `Origin` when it is allowed to call the admin API cross-origin
+    /// (`--admin-cors-origin`), as the value of `Access-Control-Allow-Origin`.
+    fn allowed_admin_origin(&self, h: &HeaderMap, path: &str) -> Option<HeaderValue> {
+        if !path.starts_with("/admin") {
+            return None;
+        }
+        let origin = h.get(header::ORIGIN)?;
+        let o = origin.to_str().ok()?.to_ascii_lowercase();
+        self.opts
+            .admin_cors_origins
+            .iter()
+            .any(|p| origin_matches(p, &o))
+            .then(|| origin.clone())
+    }
+
+    /// A preflight to the admin API or IMS: CORS headers only for an allowed origin.
+    fn private_preflight(&self, path: &str, allowed: bool) -> Response<ResBody> {
+        if allowed {
+            return preflight(
+                "GET, POST, PUT, DELETE, OPTIONS",
+                "authorization, content-type",
+            );
+        }
+        json_response(
+            403,
+            "forbidden",
+            &format!(
+                "{path} does not answer cross-origin requests from browsers (the admin API can allow an origin with --admin-cors-origin; IMS is server-to-server)"
+            ),
+        )
+    }
+
+    /// Refuses admin requests a browser page of another origin could send without a
+    /// preflight (a simple POST, an image GET), DNS-rebinding requests, and, when
+    /// `LIVESTREAM_EMULATOR_ADMIN_TOKEN` is set, requests without that bearer token.
+    #[allow(clippy::result_large_err)]
+    fn admin_gate(&self, h: &HeaderMap, cors_allowed: bool) -> Result<(), Response<ResBody>> {
+        if let Some(want) = &self.opts.admin_token {
+            let got = h
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim());
+            let ok = got.is_some_and(|t| {
+                t.len() == want.len()
+                    && t.bytes()
+                        .zip(want.bytes())
+                        .fold(0u8, |a, (x, y)| a | (x ^ y))
+                        == 0
+            });
+            if !ok {
+                let mut r = json_response(
+                    401,
+                    "unauthorized",
+                    "the admin API needs Authorization: Bearer <the LIVESTREAM_EMULATOR_ADMIN_TOKEN value>",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"livestream-emulator admin\""),
+                );
+                return Err(r);
+            }
+        }
+        if cors_allowed {
+            return Ok(());
+        }
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if let Some(origin) = h.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
+            let same = origin == format!("http://{}", host.to_ascii_lowercase());
+            if !(same && host_is_literal(host)) {
+                return Err(json_response(
+                    403,
+                    "forbidden",
+                    &format!(
+                        "admin requests from the browser origin {origin:?} are refused (allow one with --admin-cors-origin)"
+                    ),
+                ));
+            }
+        }
+        let site = h
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        if site != "same-origin" && site != "none" {
+            return Err(json_response(
+                403,
+                "forbidden",
+                &format!("admin requests from another site (Sec-Fetch-Site: {site}) are refused"),
+            ));
+        }
+        Ok(())
+    }
+
     fn kill_all(&self, reason: &'static str) {
         let st = lock(&self.state);
         for (_, _, k) in st.kills.values() {
@@ -391,26 +653,27 @@ impl App {
         self: Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
+        act: &Arc<Activity>,
     ) -> Response<ResBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let private = is_private_path(&path);
+        // The admin API and IMS never answer other origins, unless --admin-cors-origin
+        // names that origin (admin only).
+        let cors_origin = if private {
+            self.allowed_admin_origin(req.headers(), &path)
+        } else {
+            None
+        };
         let mut res = if method == Method::OPTIONS {
-            let mut r = Response::new(full(""));
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            let h = r.headers_mut();
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, x-api-key, content-type"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            );
-            r
+            if private {
+                self.private_preflight(&path, cors_origin.is_some())
+            } else {
+                preflight(
+                    "GET, HEAD, OPTIONS",
+                    "authorization, x-api-key, content-type",
+                )
+            }
         } else if path == "/healthz" {
             let mut r = Response::new(full("ok"));
             r.headers_mut().insert(
@@ -419,12 +682,15 @@ impl App {
             );
             r
         } else if path == "/admin" || path.starts_with("/admin/") {
-            self.admin(req).await
+            match self.admin_gate(req.headers(), cors_origin.is_some()) {
+                Ok(()) => self.admin(req).await,
+                Err(r) => r,
+            }
         } else if path == "/ims" || path.starts_with("/ims/") {
             self.ims_request(req).await
         } else if let Some(name) = path.strip_prefix("/api/1/stream/") {
             let name = name.to_string();
-            let r = self.stream_request(req, &name, remote);
+            let r = self.stream_request(req, &name, remote, act);
             let status = r.status().as_u16();
             let mut st = lock(&self.state);
             st.requests += 1;
@@ -457,14 +723,27 @@ impl App {
             }
         };
         let h = res.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Retry-After, Location, Content-Encoding"),
-        );
+        if !private {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Retry-After, Location, Content-Encoding"),
+            );
+        } else if let Some(origin) = cors_origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
+        if private {
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
         if !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
@@ -476,6 +755,7 @@ impl App {
         req: Request<Incoming>,
         name: &str,
         remote: SocketAddr,
+        act: &Arc<Activity>,
     ) -> Response<ResBody> {
         if req.method() != Method::GET {
             let mut r = json_response(
@@ -587,7 +867,7 @@ impl App {
             Ok(p) => p,
             Err(e) => return json_response(400, "invalid_request", &e),
         };
-        self.admit(name, params, remote)
+        self.admit(name, params, remote, act)
     }
 
     fn admit(
@@ -595,6 +875,7 @@ impl App {
         name: &str,
         params: Params,
         remote: SocketAddr,
+        act: &Arc<Activity>,
     ) -> Response<ResBody> {
         let now = Instant::now();
         let mut guard = lock(&self.state);
@@ -643,16 +924,28 @@ impl App {
                 }
             }
         }
-        let stream = st.streams.entry(name.to_string()).or_insert_with(|| {
-            Stream::new(
-                name,
-                self.seed,
-                &self.opts.report_suite,
-                epoch,
-                self.opts.backlog,
-                now,
-            )
-        });
+        if !st.streams.contains_key(name) {
+            st.streams.insert(
+                name.to_string(),
+                Stream::new(
+                    name,
+                    self.seed,
+                    &self.opts.report_suite,
+                    epoch,
+                    self.opts.backlog,
+                    now,
+                ),
+            );
+            // Every stream's share of the retained-records budget shrinks.
+            let cap = self.opts.max_retained_records / st.streams.len();
+            for s in st.streams.values_mut() {
+                s.set_cap(cap);
+            }
+        }
+        let stream = st
+            .streams
+            .get_mut(name)
+            .expect("the stream was just inserted");
         stream.advance(now, rate);
         let id = st.next_conn + 1;
         let admission = match stream.admit(id, params.max, params.reset, policy, now) {
@@ -697,6 +990,9 @@ impl App {
                 smoothing_bucket_secs: params.smoothing,
                 scripted: body_script.is_some(),
                 faults: Vec::new(),
+                pending: VecDeque::new(),
+                act: Some(act.clone()),
+                base_frame: act.yielded_frames(),
             },
         );
         while st.conns.len() > KEEP_CLOSED + st.kills.len() {
@@ -728,7 +1024,7 @@ impl App {
                 ""
             },
         ));
-        let (tx, rx) = body::channel();
+        let (tx, rx) = body::channel(act.clone());
         let chaos = self
             .opts
             .chaos
@@ -744,6 +1040,8 @@ impl App {
             last_send: Instant::now(),
             processed: 0,
             chaos,
+            act: act.clone(),
+            frames: 0,
         };
         let smoothing = params.smoothing;
         tokio::spawn(async move {
@@ -1018,7 +1316,18 @@ impl App {
                         match Script::parse(&bytes) {
                             Ok(script) => {
                                 let echo = serde_json::to_value(&script).unwrap_or(Value::Null);
-                                lock(&self.state).scripts.insert(name.clone(), script);
+                                let mut st = lock(&self.state);
+                                if !st.scripts.contains_key(&name)
+                                    && st.scripts.len() >= MAX_STREAMS
+                                {
+                                    return json_response(
+                                        503,
+                                        "unavailable",
+                                        &format!("the emulator keeps at most {MAX_STREAMS} stream scripts; DELETE /admin/streams/{{name}} one first (or POST /admin/reset)"),
+                                    );
+                                }
+                                st.scripts.insert(name.clone(), script);
+                                drop(st);
                                 self.log(format_args!("admin: script for {name:?}: {echo}"));
                                 value_response(200, &json!({ "stream": name, "script": echo }))
                             }
@@ -1113,9 +1422,13 @@ impl App {
                 v["maxConnections"] = json!(s.max_conn);
                 v["generated"] = json!(s.next_seq);
                 v["retained"] = json!(s.log.len());
+                v["retain_cap"] = json!(s.cap());
                 v["slots"] = json!(slots);
             }
             streams.insert(name.clone(), v);
+        }
+        for c in st.conns.values_mut() {
+            c.reconcile();
         }
         let connections: Vec<&ConnInfo> = st
             .conns
@@ -1145,6 +1458,8 @@ impl App {
             "early_reconnects_refused": early,
             "concurrent_peak": peak,
             "ims": self.ims.as_ref().map(|i| i.stats()),
+            "clients_refused": self.clients_refused.load(Ordering::Relaxed),
+            "idle_closed": self.idle_closed.load(Ordering::Relaxed),
         })
     }
 }
@@ -1180,6 +1495,10 @@ struct Conn {
     /// Records processed so far (the index chaos faults are recorded against).
     processed: u64,
     chaos: Option<Rng>,
+    /// The TCP connection's activity: whether the socket is closed.
+    act: Arc<Activity>,
+    /// Data frames this response has queued so far.
+    frames: u64,
 }
 
 const MALFORMED: &[&str] = &[
@@ -1210,6 +1529,7 @@ impl Conn {
         if matches!(end, End::Killed(_)) {
             let _ = self.tx.abort.try_send(());
         }
+        self.settle().await;
         let now = Instant::now();
         let now_ms = self.app.now_ms();
         let mut guard = lock(&self.app.state);
@@ -1250,23 +1570,64 @@ impl Conn {
             _ = self.kill.notify.notified() => return Err(self.end_reason()),
         }
         self.last_send = Instant::now();
+        self.frames += 1;
+        let frame = self.frames;
         if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
-            c.bytes_sent += n;
+            c.pending.push_back((frame, 0, n));
+            c.reconcile();
         }
         Ok(())
     }
 
-    /// Waits until hyper has taken every queued chunk and had time to write it out. hyper
-    /// discards its unwritten buffer when a body fails, so without this the bytes a client
-    /// sees before a chaos drop would depend on timing, and `--seed` runs would differ.
-    async fn let_hyper_flush(&mut self) -> Result<(), End> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while self.tx.data.capacity() < self.tx.data.max_capacity() && Instant::now() < deadline {
+    /// Brings this connection's written counts up to date; true when every queued frame
+    /// is known to be written.
+    fn reconcile(&self) -> bool {
+        lock(&self.app.state)
+            .conns
+            .get_mut(&self.id)
+            .is_none_or(|c| {
+                c.reconcile();
+                c.pending.is_empty()
+            })
+    }
+
+    /// Attributes `n` records to the last queued frame.
+    fn count_records(&self, n: u64) {
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            match c.pending.back_mut() {
+                Some(last) if last.0 == self.frames => last.1 += n,
+                _ => c.pending.push_back((self.frames, n, 0)),
+            }
+            c.reconcile();
+        }
+    }
+
+    /// Waits until hyper has written every queued frame to the socket (or `limit` passed).
+    /// hyper discards its unwritten buffer when a body fails, so without this what a
+    /// client sees before a chaos drop would depend on timing (and `--seed` runs would
+    /// differ).
+    async fn wait_written(&mut self, limit: Duration) -> Result<(), End> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.reconcile() || Instant::now() >= deadline {
+                return Ok(());
+            }
             self.sleep_until(Instant::now() + Duration::from_millis(5))
                 .await?;
         }
-        self.sleep_until(Instant::now() + Duration::from_millis(50))
-            .await
+    }
+
+    /// After the response ended: waits (briefly) for the socket to close, so the last
+    /// frames hyper managed to write are counted, then counts them.
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.reconcile() && !self.act.is_closed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            c.reconcile();
+            c.act = None;
+        }
     }
 
     /// Sleeps until `t`, unless the connection ends first.
@@ -1301,10 +1662,10 @@ impl Conn {
             if let Some(s) = st.streams.get_mut(&self.stream) {
                 s.delivered(self.slot, self.id, seqs, keep.max(16));
             }
-            if let Some(c) = st.conns.get_mut(&self.id) {
-                c.records_sent += seqs.len() as u64;
-            }
+            let n = seqs.len() as u64;
             seqs.clear();
+            drop(guard);
+            self.count_records(n);
         }
         Ok(())
     }
@@ -1409,7 +1770,7 @@ impl Conn {
                         self.encode(&e.line.as_bytes()[..cut]);
                         let bytes = self.flushed();
                         self.push(bytes).await?;
-                        self.let_hyper_flush().await?;
+                        self.wait_written(Duration::from_secs(30)).await?;
                         let _ = self.tx.data.send(Item::Abort).await;
                         return Err(End::ChaosDrop);
                     }
@@ -1475,6 +1836,20 @@ impl Conn {
         self.flush_send(&mut seqs).await
     }
 
+    /// Sets `records_sent` of a scripted body from the bytes written so far.
+    fn count_script_lines(&mut self, b: &BodyScript, ends: &[u64]) {
+        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
+            c.reconcile();
+            c.records_sent = if c.pending.is_empty() {
+                b.lines.len() as u64
+            } else if b.gzip {
+                0
+            } else {
+                ends.iter().filter(|e| **e <= c.bytes_sent).count() as u64
+            };
+        }
+    }
+
     async fn run_script(&mut self, b: BodyScript) -> End {
         let mut raw = Vec::new();
         for l in &b.lines {
@@ -1495,24 +1870,42 @@ impl Conn {
             raw
         };
         let encoded = Bytes::from(encoded);
+        // Where each line ends in the raw body.
+        let ends: Vec<u64> = b
+            .lines
+            .iter()
+            .scan(0u64, |off, l| {
+                *off += l.len() as u64 + 2;
+                Some(*off)
+            })
+            .collect();
         let size = b.chunk_size.unwrap_or(encoded.len().max(1));
         let mut off = 0;
         while off < encoded.len() {
             let end = (off + size).min(encoded.len());
             if let Err(e) = self.push(encoded.slice(off..end)).await {
+                self.settle().await;
+                self.count_script_lines(&b, &ends);
                 return e;
             }
             off = end;
             if b.chunk_delay_ms > 0 && off < encoded.len() {
                 let t = Instant::now() + Duration::from_millis(b.chunk_delay_ms);
                 if let Err(e) = self.sleep_until(t).await {
+                    self.settle().await;
+                    self.count_script_lines(&b, &ends);
                     return e;
                 }
             }
         }
-        if let Some(c) = lock(&self.app.state).conns.get_mut(&self.id) {
-            c.records_sent = b.lines.len() as u64;
+        // Count the lines once written: exactly (by their end offsets) for a raw body; a
+        // gzip body's lines count once all of it is written.
+        if let Err(e) = self.wait_written(Duration::from_secs(30)).await {
+            self.settle().await;
+            self.count_script_lines(&b, &ends);
+            return e;
         }
+        self.count_script_lines(&b, &ends);
         match b.then {
             Then::Close => End::ScriptDone,
             Then::Hold => loop {
@@ -1523,6 +1916,39 @@ impl Conn {
                     return e;
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_origins_match_exactly_or_by_port_wildcard() {
+        let p = "http://127.0.0.1:*";
+        assert!(origin_matches(p, "http://127.0.0.1:8000"));
+        assert!(origin_matches(p, "http://127.0.0.1"));
+        assert!(!origin_matches(p, "http://127.0.0.1.evil.example"));
+        assert!(!origin_matches(p, "http://127.0.0.1:80.evil.example"));
+        assert!(!origin_matches(p, "https://127.0.0.1:8000"));
+        assert!(origin_matches("http://a.test:1", "http://a.test:1"));
+        assert!(!origin_matches("http://a.test:1", "http://a.test:12"));
+    }
+
+    #[test]
+    fn only_ip_literals_and_localhost_count_as_this_machine() {
+        for h in [
+            "127.0.0.1:8787",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:8787",
+            "10.0.0.5",
+        ] {
+            assert!(host_is_literal(h), "{h}");
+        }
+        for h in ["evil.example:8787", "127.0.0.1.nip.io:80", "[::1", ""] {
+            assert!(!host_is_literal(h), "{h}");
         }
     }
 }

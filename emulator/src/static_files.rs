@@ -3,10 +3,18 @@
 //! Paths are percent-decoded and then split into segments; any `..` segment, backslash or
 //! NUL is refused (403), so no request can name a file outside the served directories.
 //! Symbolic links inside a served directory are followed (node_modules layouts use them).
+//!
+//! Every static answer carries strict security headers ([`security_headers`]): a
+//! Content-Security-Policy that allows scripts only from this origin plus the exact inline
+//! scripts of the served page (by their SHA-256, computed when the page is served, so
+//! the demo's `<script type="importmap">` keeps working without `'unsafe-inline'`),
+//! `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+//! `Referrer-Policy: no-referrer`.
 
 use crate::body::{full, ResBody};
+use crate::sha256::{base64, sha256};
 use crate::util::{error_json, percent_decode};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Response, StatusCode};
 use std::path::{Path, PathBuf};
 
@@ -42,9 +50,91 @@ fn json_response(status: StatusCode, error: &str, description: &str) -> Response
     r
 }
 
+/// The CSP `'sha256-…'` sources of the inline scripts (`<script>` without `src`) of an
+/// HTML page, hashed over their exact text as browsers do.
+pub fn inline_script_hashes(html: &[u8]) -> Vec<String> {
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+    let lower = html.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(p) = find(&lower[i..], b"<script") {
+        let start = i + p;
+        let Some(gt) = find(&lower[start..], b">") else {
+            break;
+        };
+        let tag = &lower[start + 7..start + gt];
+        let body = start + gt + 1;
+        let Some(len) = find(&lower[body..], b"</script") else {
+            break;
+        };
+        let has_src = tag
+            .split(|b| b.is_ascii_whitespace())
+            .any(|a| a == b"src" || a.starts_with(b"src="));
+        let starts_tag = tag
+            .first()
+            .is_none_or(|b| b.is_ascii_whitespace() || *b == b'/');
+        if starts_tag && !has_src {
+            let hash = base64(&sha256(&html[body..body + len]));
+            let source = format!("'sha256-{hash}'");
+            if !out.contains(&source) {
+                out.push(source);
+            }
+        }
+        i = body + len + 8;
+    }
+    out
+}
+
+/// The Content-Security-Policy of static answers. Scripts: this origin, WebAssembly
+/// compilation (`'wasm-unsafe-eval'`, which allows compiling wasm, not `eval` of JS) and
+/// the given inline script hashes; no `'unsafe-inline'`. `connect-src` allows this origin
+/// and any http(s) URL, because the demo connects to a stream URL the user types (another
+/// emulator, a relay, the real service); scripts cannot be injected, so that does not
+/// open a way out for injected code.
+pub fn content_security_policy(script_hashes: &[String]) -> String {
+    let mut script_src = String::from("'self' 'wasm-unsafe-eval'");
+    for h in script_hashes {
+        script_src.push(' ');
+        script_src.push_str(h);
+    }
+    format!(
+        "default-src 'self'; script-src {script_src}; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// Adds the security headers of static answers (see the module docs).
+pub fn security_headers(h: &mut HeaderMap, script_hashes: &[String]) {
+    if let Ok(v) = HeaderValue::from_str(&content_security_policy(script_hashes)) {
+        h.insert("content-security-policy", v);
+    }
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+}
+
 /// Serves `path` from the mounts (longest prefix first) or `www`; None when no root
-/// matches (the caller answers 404).
+/// matches (the caller answers 404). Every answer carries [`security_headers`].
 pub async fn serve(
+    www: Option<&Path>,
+    mounts: &[(String, PathBuf)],
+    method: &Method,
+    path: &str,
+) -> Option<Response<ResBody>> {
+    let mut r = serve_inner(www, mounts, method, path).await?;
+    if !r.headers().contains_key("content-security-policy") {
+        security_headers(r.headers_mut(), &[]);
+    }
+    Some(r)
+}
+
+async fn serve_inner(
     www: Option<&Path>,
     mounts: &[(String, PathBuf)],
     method: &Method,
@@ -123,6 +213,12 @@ async fn serve_from(
     match tokio::fs::read(&file).await {
         Ok(bytes) => {
             let len = bytes.len();
+            let is_html = content_type(&file).starts_with("text/html");
+            let hashes = if is_html {
+                inline_script_hashes(&bytes)
+            } else {
+                Vec::new()
+            };
             let body = if method == Method::HEAD {
                 full("")
             } else {
@@ -132,6 +228,7 @@ async fn serve_from(
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&file)));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            security_headers(h, &hashes);
             if method == Method::HEAD {
                 h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
             }
@@ -148,6 +245,23 @@ async fn serve_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_scripts_are_hashed_and_external_ones_are_not() {
+        let html = br#"<html><head><script type="importmap">
+    {"imports": {}}
+  </script><script type="module" src="app.js"></script><SCRIPT>x()</SCRIPT><scripts></scripts></head>"#;
+        let hashes = inline_script_hashes(html);
+        let want = |s: &[u8]| format!("'sha256-{}'", base64(&sha256(s)));
+        assert_eq!(
+            hashes,
+            vec![want(b"\n    {\"imports\": {}}\n  "), want(b"x()")]
+        );
+        let csp = content_security_policy(&hashes);
+        assert!(csp.contains(&want(b"x()")));
+        assert!(!csp.contains("unsafe-inline"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+    }
 
     #[test]
     fn types() {

@@ -15,6 +15,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most hits one [`Stream::advance`] generates (a few milliseconds of work).
+pub const MAX_STEP: usize = 2048;
+
 /// One retained hit.
 #[derive(Debug)]
 pub struct Entry {
@@ -161,6 +164,9 @@ pub struct Stream {
     /// Seq of the next generated record.
     pub next_seq: u64,
     backlog: usize,
+    /// Records retained at most: `backlog`, or less when many streams share the emulator's
+    /// budget (see [`Stream::set_cap`]).
+    cap: usize,
     /// The `maxConnections` in effect.
     pub max_conn: u8,
     /// The slots (`max_conn` of them).
@@ -200,6 +206,7 @@ impl Stream {
             log: VecDeque::new(),
             next_seq: 0,
             backlog,
+            cap: backlog,
             max_conn: 1,
             slots: vec![Slot::new()],
             peak_live: 0,
@@ -240,7 +247,9 @@ impl Stream {
         -(1.0 - u).ln() / (rate * self.mult) * 1000.0
     }
 
-    /// Generates every hit due by `now` at `rate` hits/s (0 pauses generation).
+    /// Generates the hits due by `now` at `rate` hits/s (0 pauses generation), at most
+    /// [`MAX_STEP`] per call: the caller holds the global lock, so one call must stay short
+    /// whatever the rate; a stream that is behind catches up over the next calls.
     pub fn advance(&mut self, now: Instant, rate: f64) {
         let t = self.t_ms(now);
         if rate <= 0.0 {
@@ -254,12 +263,14 @@ impl Stream {
                 self.next_due_ms += self.gap_ms(rate);
             }
         }
-        // After a long idle period don't generate more than twice what the backlog keeps.
-        let horizon = self.backlog as f64 * 2.0 / rate * 1000.0;
+        // After a long idle period don't generate more than twice what the stream keeps.
+        let horizon = self.cap as f64 * 2.0 / rate * 1000.0;
         if t - self.next_due_ms > horizon {
             self.next_due_ms = t - horizon;
         }
-        while self.next_due_ms <= t {
+        let mut steps = 0;
+        while self.next_due_ms <= t && steps < MAX_STEP {
+            steps += 1;
             let hit = self
                 .generator
                 .next(self.epoch_s + self.next_due_ms / 1000.0);
@@ -271,11 +282,25 @@ impl Stream {
                 empty_before: hit.empty_before,
             }));
             self.next_seq += 1;
-            while self.log.len() > self.backlog {
+            while self.log.len() > self.cap {
                 self.log.pop_front();
             }
             self.next_due_ms += self.gap_ms(rate);
         }
+    }
+
+    /// Retains at most `cap` records (at least 1, at most the backlog), forgetting the
+    /// oldest ones now if needed.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.clamp(1, self.backlog);
+        while self.log.len() > self.cap {
+            self.log.pop_front();
+        }
+    }
+
+    /// The most records this stream retains now.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     /// Oldest retained seq (or `next_seq` when nothing is retained).
@@ -523,6 +548,21 @@ mod tests {
         s.advance(t0 + Duration::from_secs(3600), 50.0);
         assert_eq!(s.log.len(), 100);
         assert!(s.next_seq < 400, "fast-forwarded: {}", s.next_seq);
+    }
+
+    #[test]
+    fn one_advance_is_bounded_whatever_the_rate() {
+        let (mut s, t0) = stream();
+        s.advance(t0, 1e17);
+        let start = Instant::now();
+        s.advance(t0 + Duration::from_secs(5), 1e17);
+        assert!(s.next_seq <= 1 + MAX_STEP as u64, "{}", s.next_seq);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        s.advance(t0 + Duration::from_secs(6), 1e17);
+        assert!(
+            s.next_seq > MAX_STEP as u64,
+            "catches up over the next calls"
+        );
     }
 
     #[test]

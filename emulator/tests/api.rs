@@ -583,14 +583,18 @@ async fn cors_preflight_and_headers() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert_eq!(
         r.header("access-control-allow-methods"),
-        Some("GET, POST, PUT, DELETE, OPTIONS")
+        Some("GET, HEAD, OPTIONS")
     );
     assert_eq!(
         r.header("access-control-allow-headers"),
         Some("authorization, x-api-key, content-type")
     );
     assert_eq!(r.header("access-control-max-age"), Some("600"));
-    for path in ["/api/1/stream/demo", "/admin/stats", "/healthz", "/nope"] {
+    // The admin API is not for other origins (see tests/hardening.rs).
+    let r = emu.send("GET", "/admin/stats", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    for path in ["/api/1/stream/demo", "/healthz", "/nope"] {
         let r = emu.send("GET", path, &[], b"").await;
         assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{path}");
         assert_eq!(

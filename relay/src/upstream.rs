@@ -58,7 +58,8 @@ struct Collect {
 
 impl HitSink for Collect {
     fn hit(&mut self, _slot: SlotId, text: &[u8], _info: &RecordInfo) {
-        wire_record(text, &mut self.raw);
+        // The core hands each record as received, ids bare: forward it as is.
+        self.raw.extend_from_slice(text);
         self.raw.extend_from_slice(b"\r\n");
         self.ends.push(self.raw.len() as u32);
     }
@@ -413,100 +414,5 @@ async fn request(
         if tx.send(input).await.is_err() || last {
             return;
         }
-    }
-}
-
-/// The six 64-bit id fields, which Live Stream writes as bare JSON numbers.
-const ID_FIELDS: [&str; 6] = [
-    "hitIdHigh",
-    "hitIdLow",
-    "visIdHigh",
-    "visIdLow",
-    "mcVisIdHigh",
-    "mcVisIdLow",
-];
-
-/// Appends a record as Live Stream writes it: the core's validated text with the id fields
-/// as bare numbers. Interim: `HitSink::hit` documents "ids bare, as on the wire", but the
-/// core's scanner still hands the text with the six top-level ids quoted (see
-/// `record::scan_record`, "interim"). On text that is already bare this copies it unchanged,
-/// so it stays correct once the core is finished, and can then be dropped.
-fn wire_record(text: &[u8], out: &mut Vec<u8>) {
-    let b = text;
-    let mut i = 0;
-    let mut depth = 0u32;
-    let mut in_str = false;
-    while i < b.len() {
-        let c = b[i];
-        if in_str {
-            out.push(c);
-            if c == b'\\' && i + 1 < b.len() {
-                out.push(b[i + 1]);
-                i += 2;
-                continue;
-            }
-            if c == b'"' {
-                in_str = false;
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'"' => {
-                if depth == 1 {
-                    if let Some(n) = bare_id_at(&b[i..]) {
-                        out.extend_from_slice(&b[i..i + n.0]);
-                        out.extend_from_slice(&b[i + n.0 + 1..i + n.1 - 1]);
-                        i += n.1;
-                        continue;
-                    }
-                }
-                in_str = true;
-            }
-            _ => {}
-        }
-        out.push(c);
-        i += 1;
-    }
-}
-
-/// At a top-level key: when it is `"<id field>":"<digits>"`, the length of `"<field>":` and
-/// of the whole pair.
-fn bare_id_at(s: &[u8]) -> Option<(usize, usize)> {
-    for f in ID_FIELDS {
-        let key_len = f.len() + 3;
-        if s.len() > key_len + 1
-            && s[1..].starts_with(f.as_bytes())
-            && s[f.len() + 1] == b'"'
-            && s[f.len() + 2] == b':'
-            && s[key_len] == b'"'
-        {
-            let digits = s[key_len + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            if digits > 0 && s.get(key_len + 1 + digits) == Some(&b'"') {
-                return Some((key_len, key_len + digits + 2));
-            }
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wire_record;
-
-    #[test]
-    fn ids_become_bare_again_and_nothing_else_changes() {
-        let core = r#"{"hitIdHigh":"18446744073709551615","pageName":"\"hitIdLow\":\"1\"","x":{"visIdHigh":"2"},"visIdLow":"7","mcVisIdLow":null}"#;
-        let mut out = Vec::new();
-        wire_record(core.as_bytes(), &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"hitIdHigh":18446744073709551615,"pageName":"\"hitIdLow\":\"1\"","x":{"visIdHigh":"2"},"visIdLow":7,"mcVisIdLow":null}"#
-        );
     }
 }

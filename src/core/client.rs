@@ -417,7 +417,7 @@ impl Client {
             })
             .collect();
         Client {
-            dedup: Dedup::new(config.dedup_window),
+            dedup: Dedup::new(config.dedup_window, seed),
             config,
             slots,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -520,6 +520,11 @@ impl Client {
         self.outputs
             .pop_front()
             .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
+    }
+
+    /// True when [`Client::poll_output`] has more than the final [`Output::Wait`] to give.
+    pub fn has_pending_output(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// When [`Client::handle_timeout`] is due next (None: no timer needed). The same instant
@@ -888,11 +893,20 @@ impl Client {
         if !self.is_finished() {
             return;
         }
-        self.dedup = Dedup::new(self.dedup.window());
+        self.dedup.release();
         self.repaired = Vec::new();
         let max = self.config.max_record_bytes;
         for slot in &mut self.slots {
             slot.framer = Framer::new(max);
+        }
+    }
+
+    /// Remembers hit ids that another holder of the same stream already delivered (the tab
+    /// or relay this client takes over from), so the records the service re-sends when this
+    /// client resumes are dropped as duplicates rather than delivered twice.
+    pub fn remember_hits(&mut self, keys: impl IntoIterator<Item = super::record::HitKey>) {
+        for key in keys {
+            self.dedup.insert(key);
         }
     }
 

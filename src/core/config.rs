@@ -184,7 +184,7 @@ impl OptionSpec {
     /// What is allowed, in words, for error messages and the README.
     pub fn expected(&self) -> String {
         match self.kind {
-            Kind::Url => "an absolute http(s) URL such as https://livestream.adobe.net/api/1/stream/<endpoint-name>".into(),
+            Kind::Url => "an absolute http(s) URL such as https://livestream.adobe.net/api/1/stream/{endpoint-name}".into(),
             Kind::Text => "a non-empty string of printable ASCII without spaces".into(),
             Kind::Bool => "true or false".into(),
             Kind::Choice(values) => {
@@ -215,7 +215,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "url",
         kind: Kind::Url,
         default: "required",
-        meaning: "the stream, `…/api/1/stream/<endpoint-name>`; must not carry the parameters below",
+        meaning: "the stream, `…/api/1/stream/{endpoint-name}`; relative in a page; must not carry the parameters below",
     },
     OptionSpec {
         name: "token",
@@ -279,7 +279,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "idleTimeoutMs",
-        kind: int(0, 86_400_000, " ms", ", at least 10, or 0 to turn it off"),
+        kind: int(0, 86_400_000, " ms", " (0 turns it off, otherwise at least 10)"),
         default: "600000",
         meaning: "silence (not a single byte; CRLF keep-alives count) after which a connection is presumed dead; also bounds the wait for response headers",
     },

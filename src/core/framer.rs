@@ -13,8 +13,11 @@
 //!   of the chunk itself, with no copy. Only the tail of a chunk (a record cut by the chunk
 //!   boundary) is buffered.
 //! - Memory is bounded: the record buffer never holds more than `max_record_bytes + 1`
-//!   bytes (the `+ 1` is a CR that may turn out to belong to a CRLF terminator); a longer
-//!   record is skipped up to its LF and reported with its full length. Gzip output is
+//!   bytes (the `+ 1` is a CR that may turn out to belong to a CRLF terminator), and its
+//!   *capacity* never exceeds that either (every growth is explicit and clamped, whatever
+//!   the chunking); a longer record is skipped up to its LF and reported with its full
+//!   length. After a record that needed more than [`KEEP_CAPACITY`] bytes of buffer, or an
+//!   oversized one, the buffer is freed, so one huge record does not pin its memory. Gzip output is
 //!   produced in blocks of [`INFLATE_BLOCK`] bytes, so a gzip bomb costs time, not memory.
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
@@ -23,6 +26,11 @@ use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 /// Size of one block of inflated output; the inflater never produces more at once, which
 /// bounds memory whatever the compression ratio of the body.
 pub const INFLATE_BLOCK: usize = 32 * 1024;
+
+/// Buffer capacity kept between records: enough for ordinary records cut by a chunk
+/// boundary (about 1 KB each) without reallocating; anything larger is freed once the
+/// record that needed it is done.
+pub const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Receives what the [`Framer`] finds in a body.
 pub trait FrameSink {
@@ -150,7 +158,7 @@ impl Framer {
     }
 
     /// Capacity in bytes of the internal record buffer (for memory-bound tests): it never
-    /// exceeds `max_record_bytes + 1`.
+    /// exceeds `max_record_bytes + 1`, and is at most [`KEEP_CAPACITY`] between records.
     #[doc(hidden)]
     pub fn buffered_capacity(&self) -> usize {
         self.lines.buf.capacity()
@@ -206,6 +214,7 @@ impl LineSplitter {
 
     fn clear(&mut self) {
         self.buf.clear();
+        self.release_if_large();
         self.skipping = false;
         self.skip_len = 0;
         self.skip_last_cr = false;
@@ -263,11 +272,14 @@ impl LineSplitter {
                     len -= 1;
                 }
                 self.buf.clear();
+                self.release_if_large();
                 sink.oversized(len);
             } else {
+                self.reserve_for(i);
                 self.buf.extend_from_slice(&data[..i]);
                 emit_line(&self.buf, self.max, sink);
                 self.buf.clear();
+                self.release_if_large();
             }
             data = &data[i + 1..];
         }
@@ -298,17 +310,35 @@ impl LineSplitter {
             self.skip_last_cr = data[data.len() - 1] == b'\r';
             self.skip_blank = is_blank(&self.buf) && is_blank(data);
             self.buf.clear();
+            self.release_if_large();
             return;
         }
+        self.reserve_for(data.len());
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Makes room for `extra` more bytes, where `buf.len() + extra <= buf_limit()`: grows
+    /// geometrically but never past the limit, so capacity stays <= max + 1 (a plain
+    /// `extend_from_slice` would double a full buffer: 256 MiB -> 512 MiB).
+    #[inline]
+    fn reserve_for(&mut self, extra: usize) {
+        let need = self.buf.len() + extra;
+        debug_assert!(need <= self.buf_limit());
         if need > self.buf.capacity() {
-            // Grow geometrically but never past the limit, so capacity <= max + 1.
             let target = need
-                .max(self.buf.capacity() * 2)
+                .max(self.buf.capacity().saturating_mul(2))
                 .max(256)
                 .min(self.buf_limit());
             self.buf.reserve_exact(target - self.buf.len());
         }
-        self.buf.extend_from_slice(data);
+    }
+
+    /// Frees the (empty) buffer when a large record made it grow beyond [`KEEP_CAPACITY`].
+    #[inline]
+    fn release_if_large(&mut self) {
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     CallbackError,
     /// A bug inside the client (a Rust panic); the host stopped every client it affects.
     InternalError,
+    /// A pull consumer fell behind its bounded buffer; new hits were dropped and counted.
+    ConsumerOverflow,
 }
 
 impl ErrorCode {
@@ -92,11 +94,12 @@ impl ErrorCode {
             GzipError => "gzip_error",
             CallbackError => "callback_error",
             InternalError => "internal_error",
+            ConsumerOverflow => "consumer_overflow",
         }
     }
 
     /// Every code, in documentation order: the one list hosts and documents are checked against.
-    pub const ALL: [ErrorCode; 26] = {
+    pub const ALL: [ErrorCode; 27] = {
         use ErrorCode::*;
         [
             BadRequest,
@@ -125,6 +128,7 @@ impl ErrorCode {
             GzipError,
             CallbackError,
             InternalError,
+            ConsumerOverflow,
         ]
     };
 }
@@ -200,44 +204,12 @@ pub fn describe_status(status: u16, detail: Option<&str>) -> String {
     }
 }
 
-/// Pulls `error_description` (or `error`) out of a JSON error body, without a JSON library.
+/// `error_description` (or `error`) of a JSON error body, read by the record scanner's JSON
+/// reader (top-level members only; escapes and surrogate pairs decoded).
 pub fn error_description(body: &str) -> Option<String> {
-    for key in ["\"error_description\"", "\"error\""] {
-        let Some(at) = body.find(key) else { continue };
-        let rest = body[at + key.len()..].trim_start();
-        let Some(rest) = rest.strip_prefix(':') else {
-            continue;
-        };
-        let rest = rest.trim_start();
-        if let Some(s) = read_json_string(rest) {
-            return Some(s);
-        }
-    }
-    None
-}
-
-fn read_json_string(s: &str) -> Option<String> {
-    let mut chars = s.strip_prefix('"')?.chars();
-    let mut out = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' | 'f' => out.push(' '),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    let code = u32::from_str_radix(&hex, 16).ok()?;
-                    out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
-                }
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
+    ["error_description", "error"]
+        .iter()
+        .find_map(|key| super::record::top_level_string(body.as_bytes(), key))
 }
 
 /// The longest `Retry-After` read at all: one day. The client honours it only up to

@@ -1,16 +1,39 @@
-//! One record: validate, pull out the key fields, rewrite ids as strings.
+//! One record: validate it and read its key fields ([`scan_record`]); optionally turn its
+//! top-level ids into strings for JavaScript ([`write_with_quoted_ids`]).
 //!
 //! This is the hot path of the whole product: every byte of the stream goes through
-//! [`rewrite_record`] once. It is a hand-written single-pass JSON validator that
-//! - fully validates the record as one JSON object (RFC 8259), so JavaScript's `JSON.parse`
-//!   on the output cannot throw;
-//! - reads the few fields the client needs (hit and visitor ids, times) on the way;
-//! - writes the record out with the six top-level 64-bit id fields turned into JSON strings,
-//!   because `JSON.parse` would round them to the nearest double (see `livestream-api.md`).
+//! [`scan_record`] once. It is a hand-written single-pass JSON validator that
+//! - fully validates the record as one JSON object (RFC 8259), accepting exactly what
+//!   JavaScript's `JSON.parse` accepts as an object (so `JSON.parse` on the text cannot
+//!   throw, and no hit `JSON.parse` could read is dropped): lone surrogate escapes such as
+//!   `"\ud83d"` (half an emoji) are valid JSON text and are delivered as they are. The one
+//!   deliberate difference: nesting deeper than [`MAX_DEPTH`] is rejected (it bounds the
+//!   work per byte; serde_json has the same limit). serde_json, used as the reference in
+//!   the tests, rejects lone surrogates: there `JSON.parse` is the reference;
+//! - reads the few fields the client needs (hit and visitor ids, times) on the way, and
+//!   notes where the bare-number ids are, so a JavaScript consumer can quote them (since
+//!   `JSON.parse` would round them to the nearest double, see `livestream-api.md`) while a
+//!   native consumer forwards the text untouched.
+//!
+//! The id rule (the six [`ID_FIELDS`], top level only; nested keys of the same names are
+//! ordinary data). A value is a *usable id* when it is
+//! - a bare JSON number that is an unsigned decimal integer fitting u64
+//!   (`0..=18446744073709551615`), or
+//! - a *canonical decimal string* of such a number: digits only, no escapes, no leading zero
+//!   (`"0"` itself is fine), so streams whose ids were already quoted still de-duplicate.
+//!
+//! Any other value (a negative, a fraction, an exponent, a number above u64::MAX, another
+//! string such as `"007"` or `"\u0031"`, a bool, an object, an array) is *not* an error: the
+//! record is delivered with that value exactly as given (not quoted, not changed), and the
+//! field counts as absent, like `null`. For a repeated key the last occurrence decides, as
+//! in `JSON.parse`. `hit_key` is set only when both `hitIdHigh` and `hitIdLow` are usable
+//! (otherwise the hit has no dedup key and is always delivered); `vis_id` likewise.
+//! Only usable bare-number ids are listed in [`RecordInfo::bare_id_spans`].
 //!
 //! Speed comes from: one `str::from_utf8` check up front (after which the scanner only looks
-//! for ASCII structure), string bodies skipped eight bytes at a time (SWAR), and the output
-//! written as a few bulk copies between the (at most six) edits.
+//! for ASCII structure), string bodies skipped eight bytes at a time (SWAR), no copy of the
+//! record at all in the scan, and the quoted output written as a few bulk copies between the
+//! (at most six) edits.
 
 use std::fmt;
 
@@ -26,16 +49,43 @@ pub struct HitKey {
 /// What the client needs from a record besides its text.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RecordInfo {
-    /// (hitIdHigh, hitIdLow); Some only when both are present (not null): the dedup key.
+    /// (hitIdHigh, hitIdLow); Some only when both are usable ids (see the module docs): the
+    /// dedup key.
     pub hit_key: Option<HitKey>,
-    /// (visIdHigh, visIdLow) when both are present.
+    /// (visIdHigh, visIdLow) when both are usable ids.
     pub vis_id: Option<(u64, u64)>,
     /// Top-level `timeGMT` when it is a number (Unix seconds).
     pub time_gmt: Option<f64>,
     /// Top-level `receivedTimeGMT` when it is a number (Unix seconds).
     pub received_time_gmt: Option<f64>,
-    /// The record had invalid UTF-8, written out with U+FFFD.
+    /// The record had invalid UTF-8, replaced by U+FFFD in [`Scanned::text`].
     pub replaced_invalid_utf8: bool,
+    /// Byte ranges (start, end), within [`Scanned::text`], of the top-level id values that
+    /// are bare JSON numbers fitting u64, sorted by position; only the first
+    /// [`RecordInfo::bare_id_count`] are meaningful (see [`RecordInfo::bare_id_spans`]).
+    pub bare_ids: [(u32, u32); 6],
+    /// How many entries of [`RecordInfo::bare_ids`] are in use (at most 6).
+    pub bare_id_count: u8,
+}
+
+impl RecordInfo {
+    /// The byte ranges, within the scanned text, of the top-level id values written as
+    /// bare JSON numbers (the ones a JavaScript consumer must turn into strings), sorted.
+    /// For a repeated key only its last occurrence is listed, as `JSON.parse` keeps only it.
+    #[inline]
+    pub fn bare_id_spans(&self) -> &[(u32, u32)] {
+        &self.bare_ids[..self.bare_id_count as usize]
+    }
+}
+
+/// A record that passed [`scan_record`]: its JSON text and key fields.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scanned<'a> {
+    /// The record as valid UTF-8 JSON text, surrounding whitespace trimmed: a slice of the
+    /// record, or of the `repaired` buffer when invalid UTF-8 had to be replaced by U+FFFD.
+    pub text: &'a [u8],
+    /// The key fields read on the way.
+    pub info: RecordInfo,
 }
 
 /// What kind of problem made a record malformed (for counting and error codes).
@@ -47,13 +97,11 @@ pub enum RecordErrorKind {
     NotAnObject,
     /// The JSON text is invalid (syntax, escapes, numbers, nesting depth, trailing text).
     Syntax,
-    /// One of the six id fields holds something other than an unsigned 64-bit integer.
-    BadId,
 }
 
 /// Why a record is malformed; Display is a specific message a user can act on, e.g.
 /// "invalid JSON at byte 57: expected ',' or '}' after an object member" or
-/// "hitIdLow is not an unsigned 64-bit integer: -12" or "not a JSON object: starts with 'n'".
+/// "not a JSON object: starts with 'n'".
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordError {
     kind: RecordErrorKind,
@@ -104,61 +152,157 @@ pub const ID_FIELDS: [&str; 6] = [
 /// It bounds the work per byte and mirrors common JSON parsers' limits.
 pub const MAX_DEPTH: usize = 128;
 
-/// Validates `record` as exactly one JSON object (RFC 8259; surrounding whitespace allowed)
-/// and appends it to `out` as valid UTF-8 JSON text in which each of the six top-level id
-/// fields that holds an unsigned integer is written as a JSON string of the same digits
-/// (`"hitIdHigh":2948027281753079808` -> `"hitIdHigh":"2948027281753079808"`). Everything
-/// else is copied byte for byte (unknown fields kept; nested objects untouched, even nested
-/// keys named hitIdHigh); only the whitespace around the object is left out. Invalid UTF-8
-/// is replaced by U+FFFD (and flagged). An id that is already a string of decimal digits
-/// fitting u64 is kept and read; an id that is null is kept as null and counts as absent;
-/// any other id value (negative, fraction, exponent, > u64::MAX, non-digit string,
-/// object…) makes the record malformed.
-/// On error, `out` may hold a partial write: the caller truncates it to its previous length.
-pub fn rewrite_record(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, RecordError> {
-    match std::str::from_utf8(record) {
-        Ok(_) => scan(record, out, false),
+/// Validates `record` as exactly one JSON object (RFC 8259; surrounding whitespace allowed;
+/// anything `JSON.parse` accepts as an object is accepted, except nesting deeper than
+/// [`MAX_DEPTH`]) and reads its key fields (see the module docs for the id rules). Nothing is copied when the record is valid UTF-8: the
+/// returned text is a slice of `record`. Otherwise `repaired` is overwritten with the record
+/// in which each invalid sequence is replaced by U+FFFD (as `String::from_utf8_lossy`
+/// does), the text is a slice of it, and [`RecordInfo::replaced_invalid_utf8`] is set.
+pub fn scan_record<'a>(
+    record: &'a [u8],
+    repaired: &'a mut Vec<u8>,
+) -> Result<Scanned<'a>, RecordError> {
+    let (b, replaced): (&'a [u8], bool) = match std::str::from_utf8(record) {
+        Ok(_) => (record, false),
         Err(_) => {
-            let text = String::from_utf8_lossy(record);
-            scan(text.as_bytes(), out, true)
+            repaired.clear();
+            repaired.reserve(record.len() + 8);
+            for chunk in record.utf8_chunks() {
+                repaired.extend_from_slice(chunk.valid().as_bytes());
+                if !chunk.invalid().is_empty() {
+                    repaired.extend_from_slice("\u{fffd}".as_bytes());
+                }
+            }
+            let repaired: &'a Vec<u8> = repaired;
+            (repaired, true)
+        }
+    };
+    if b.len() > u32::MAX as usize {
+        // Spans are u32; maxRecordBytes is capped far below this.
+        return Err(RecordError {
+            kind: RecordErrorKind::Syntax,
+            offset: None,
+            message: format!("record of {} bytes is larger than 4 GiB", b.len()),
+        });
+    }
+    match scan_object(b, replaced) {
+        Ok((start, end, info)) => Ok(Scanned {
+            text: &b[start..end],
+            info,
+        }),
+        Err(f) => Err(error_for(b, f)),
+    }
+}
+
+/// Appends `text` (a [`Scanned::text`]) to `out` with a `"` before and after each span of
+/// [`RecordInfo::bare_id_spans`]: the six top-level ids become JSON strings of the same
+/// digits (`"hitIdHigh":2948027281753079808` -> `"hitIdHigh":"2948027281753079808"`), which
+/// a JavaScript consumer needs because `JSON.parse` rounds numbers above 2^53. Everything
+/// else is copied byte for byte (a few bulk copies). A JSON-level transformation: the
+/// output is valid JSON whenever `text` is.
+#[inline]
+pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) {
+    let spans = info.bare_id_spans();
+    out.reserve(text.len() + 2 * spans.len());
+    let mut copied = 0;
+    for &(start, end) in spans {
+        let (start, end) = (start as usize, end as usize);
+        out.extend_from_slice(&text[copied..start]);
+        out.push(b'"');
+        out.extend_from_slice(&text[start..end]);
+        out.push(b'"');
+        copied = end;
+    }
+    out.extend_from_slice(&text[copied..]);
+}
+
+/// The string value of the top-level member `key` of the JSON object `text` (the last one, as
+/// `JSON.parse` would keep), decoded: escapes resolved, surrogate pairs joined, a lone
+/// surrogate as U+FFFD. None when `text` is not a JSON object or the member is not a string.
+/// The scanner of records reads it, so error bodies (a 409's `error_description`) and records
+/// share one JSON reader.
+pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
+    let mut i = skip_ws(text, 0);
+    if at(text, i) != b'{' {
+        return None;
+    }
+    i = skip_ws(text, i + 1);
+    let mut found = None;
+    if at(text, i) == b'}' {
+        return None;
+    }
+    loop {
+        if at(text, i) != b'"' {
+            return None;
+        }
+        let (name_end, _) = string(text, i + 1).ok()?;
+        let name = decode_string(&text[i + 1..name_end]);
+        let v = member_name(text, i).ok()?;
+        let after = match scalar_or_open(text, v).ok()? {
+            j if j == v => container(text, v, 1).ok()?,
+            j => j,
+        };
+        if name.as_deref() == Some(key) {
+            found = match at(text, v) {
+                b'"' => decode_string(&text[v + 1..after - 1]),
+                _ => None,
+            };
+        }
+        i = skip_ws(text, after);
+        match at(text, i) {
+            b',' => i = skip_ws(text, i + 1),
+            b'}' => return found,
+            _ => return None,
         }
     }
 }
 
-/// What range of characters a UTF-8 text uses, which decides V8's string form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TextClass {
-    /// All ASCII: decodes at memcpy speed into a one-byte string.
-    Ascii = 0,
-    /// Characters up to U+00FF: still a one-byte string.
-    Latin1 = 1,
-    /// A character above U+00FF: a two-byte string.
-    Wide = 2,
-}
-
-/// The [`TextClass`] of the UTF-8 text `b`. Above U+00FF means a lead byte of 0xC4 or more
-/// (U+0100 is `C4 80`). Eight bytes at a time: for each byte, `(b & 0x7f) + 0x3c` reaches
-/// bit 7 exactly when `b & 0x7f >= 0x44`; together with bit 7 of `b` that is `b >= 0xc4`.
-#[inline]
-pub fn text_class(b: &[u8]) -> TextClass {
-    let mut words = b.chunks_exact(8);
-    let (mut high, mut wide) = (0u64, 0u64);
-    for w in &mut words {
-        let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-        high |= w;
-        wide |= ((w & !HI).wrapping_add(0x3c * LO)) & w;
+/// Decodes the body of a validated JSON string (between the quotes).
+fn decode_string(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains('\\') {
+        return Some(text.to_string());
     }
-    for &c in words.remainder() {
-        high |= c as u64;
-        wide |= (c >= 0xc4) as u64 * HI;
+    let mut out = String::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut plain = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&text[plain..i]);
+        let c = *b.get(i + 1)?;
+        i += 2;
+        match c {
+            b'n' => out.push('\n'),
+            b't' => out.push('\t'),
+            b'r' => out.push('\r'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'u' => {
+                let hi = hex4(b.get(i..)?)?;
+                i += 4;
+                let ch = if (0xD800..0xDC00).contains(&hi) && b.get(i..i + 2) == Some(b"\\u") {
+                    match b.get(i + 2..).and_then(hex4) {
+                        Some(lo) if (0xDC00..0xE000).contains(&lo) => {
+                            i += 6;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    char::from_u32(hi)
+                };
+                out.push(ch.unwrap_or('\u{FFFD}'));
+            }
+            other => out.push(other as char),
+        }
+        plain = i;
     }
-    if wide & HI != 0 {
-        TextClass::Wide
-    } else if high & HI != 0 {
-        TextClass::Latin1
-    } else {
-        TextClass::Ascii
-    }
+    out.push_str(&text[plain..]);
+    Some(out)
 }
 
 /// Which top-level member a key names.
@@ -258,16 +402,10 @@ enum Fail {
     Control(usize),
     /// A backslash (at the offset) followed by something that is not an escape.
     BadEscape(usize),
-    /// `\uXXXX` (at the offset) high surrogate without a following low surrogate escape.
-    HighSurrogate(usize),
-    /// `\uXXXX` (at the offset) low surrogate without a high one before it.
-    LowSurrogate(usize),
     /// The string that starts at the offset has no closing quote.
     Unterminated(usize),
     /// Nesting beyond [`MAX_DEPTH`] at the offset.
     TooDeep(usize),
-    /// Id field number `k` holds the value in `start..end`.
-    BadId(usize, usize, usize),
     /// The first non-space byte (at the offset) is not '{'.
     NotObject(usize),
     /// Nothing but whitespace.
@@ -334,26 +472,10 @@ fn string_slow(b: &[u8], start: usize, mut i: usize) -> Scan<(usize, bool)> {
 fn escape(b: &[u8], i: usize) -> Scan<usize> {
     match at(b, i + 1) {
         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(i + 2),
-        b'u' => {
-            let Some(cp) = b.get(i + 2..).and_then(hex4) else {
-                return Err(Fail::Plain(i, "\\u must be followed by four hex digits"));
-            };
-            match cp {
-                0xd800..=0xdbff => {
-                    let low = if at(b, i + 6) == b'\\' && at(b, i + 7) == b'u' {
-                        b.get(i + 8..).and_then(hex4)
-                    } else {
-                        None
-                    };
-                    match low {
-                        Some(0xdc00..=0xdfff) => Ok(i + 12),
-                        _ => Err(Fail::HighSurrogate(i)),
-                    }
-                }
-                0xdc00..=0xdfff => Err(Fail::LowSurrogate(i)),
-                _ => Ok(i + 6),
-            }
-        }
+        // Any four hex digits: a lone surrogate (half of an emoji cut by a producer) is
+        // valid JSON text (RFC 8259 section 8.2) and JSON.parse accepts it; so do we.
+        b'u' if b.get(i + 2..).and_then(hex4).is_some() => Ok(i + 6),
+        b'u' => Err(Fail::Plain(i, "\\u must be followed by four hex digits")),
         _ if i + 1 >= b.len() => Err(Fail::Unterminated(i)),
         _ => Err(Fail::BadEscape(i)),
     }
@@ -528,14 +650,9 @@ fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
     }
 }
 
-/// Validates, extracts and rewrites one record whose bytes are valid UTF-8.
-fn scan(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Result<RecordInfo, RecordError> {
-    scan_object(b, out, replaced).map_err(|f| error_for(b, f))
-}
-
-/// The record's own object: like [`container`] for one level, plus reading and rewriting
-/// the top-level fields that matter.
-fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> {
+/// The record's own object: like [`container`] for one level, plus reading the top-level
+/// fields that matter. Returns the object's start and end (whitespace trimmed) and the info.
+fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
     let start = skip_ws(b, 0);
     if at(b, start) != b'{' {
         return Err(if start >= b.len() {
@@ -544,9 +661,10 @@ fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> 
             Fail::NotObject(start)
         });
     }
-    out.reserve(b.len() - start + 2 * ID_FIELDS.len());
-    let mut copied = start;
+    // Per id field, the value of its last occurrence when usable, and the span (relative to
+    // `start`) of that last occurrence when it is a bare number.
     let mut ids: [Option<u64>; 6] = [None; 6];
+    let mut spans: [Option<(u32, u32)>; 6] = [None; 6];
     let mut info = RecordInfo {
         replaced_invalid_utf8: replaced,
         ..RecordInfo::default()
@@ -571,35 +689,29 @@ fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> 
             } else {
                 classify(key)
             };
-            let vstart = i;
             let c = at(b, i);
             match field {
                 Field::Id(k) if c.is_ascii_digit() => {
                     let (end, integer) = number(b, i)?;
+                    // A fraction, an exponent or more than u64::MAX: kept as given, no id.
                     let v = if integer { parse_u64(&b[i..end]) } else { None };
-                    let Some(v) = v else {
-                        return Err(Fail::BadId(k, i, end));
-                    };
-                    out.extend_from_slice(&b[copied..i]);
-                    out.push(b'"');
-                    out.extend_from_slice(&b[i..end]);
-                    out.push(b'"');
-                    copied = end;
-                    ids[k] = Some(v);
+                    ids[k] = v;
+                    spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
                     i = end;
                 }
                 Field::Id(k) if c == b'"' => {
                     let (end, escaped) = string(b, i + 1)?;
+                    // Only a canonical decimal string is an id (so pre-quoted streams
+                    // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
                     let digits = &b[i + 1..end];
-                    let v = if escaped || !digits.iter().all(u8::is_ascii_digit) {
+                    ids[k] = if escaped || (digits.len() > 1 && digits[0] == b'0') {
                         None
-                    } else {
+                    } else if digits.iter().all(u8::is_ascii_digit) {
                         parse_u64(digits)
+                    } else {
+                        None
                     };
-                    let Some(v) = v else {
-                        return Err(Fail::BadId(k, i, end + 1));
-                    };
-                    ids[k] = Some(v);
+                    spans[k] = None;
                     i = end + 1;
                 }
                 Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
@@ -618,9 +730,11 @@ fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> 
                     i = if j == i { container(b, i, 1)? } else { j };
                     match field {
                         Field::Other => {}
-                        // A valid value starting with 'n' is null: the id is absent.
-                        Field::Id(k) if c == b'n' => ids[k] = None,
-                        Field::Id(k) => return Err(Fail::BadId(k, vstart, i)),
+                        // null (absent), negative, bool, object, array: no id.
+                        Field::Id(k) => {
+                            ids[k] = None;
+                            spans[k] = None;
+                        }
                         Field::TimeGmt => info.time_gmt = None,
                         Field::ReceivedTimeGmt => info.received_time_gmt = None,
                     }
@@ -645,14 +759,25 @@ fn scan_object(b: &[u8], out: &mut Vec<u8>, replaced: bool) -> Scan<RecordInfo> 
             "unexpected text after the end of the JSON object (one record must be one object)",
         ));
     }
-    out.extend_from_slice(&b[copied..end]);
     if let (Some(high), Some(low)) = (ids[0], ids[1]) {
         info.hit_key = Some(HitKey { high, low });
     }
     if let (Some(h), Some(l)) = (ids[2], ids[3]) {
         info.vis_id = Some((h, l));
     }
-    Ok(info)
+    let mut n = 0;
+    for span in spans.into_iter().flatten() {
+        // Insertion sort by position: at most six entries, usually already in order.
+        let mut j = n;
+        while j > 0 && info.bare_ids[j - 1].0 > span.0 {
+            info.bare_ids[j] = info.bare_ids[j - 1];
+            j -= 1;
+        }
+        info.bare_ids[j] = span;
+        n += 1;
+    }
+    info.bare_id_count = n as u8;
+    Ok((start, end, info))
 }
 
 // ----- messages (cold) -----
@@ -665,7 +790,6 @@ fn error_for(b: &[u8], fail: Fail) -> RecordError {
         offset: Some(at),
         message,
     };
-    let cp = |at: usize| b.get(at + 2..).and_then(hex4).unwrap_or(0);
     match fail {
         Fail::Expected(at, what) => {
             let mut m = format!("expected {what}, found {}", found(b, at));
@@ -689,35 +813,8 @@ fn error_for(b: &[u8], fail: Fail) -> RecordError {
                 found_char(b, at + 1)
             ),
         ),
-        Fail::HighSurrogate(at) => syntax(
-            at,
-            format!(
-                "high surrogate \\u{:04X} must be followed by a low surrogate escape (\\uDC00 to \\uDFFF)",
-                cp(at)
-            ),
-        ),
-        Fail::LowSurrogate(at) => syntax(
-            at,
-            format!(
-                "low surrogate \\u{:04X} without a high surrogate before it",
-                cp(at)
-            ),
-        ),
         Fail::Unterminated(at) => syntax(at, "unterminated string".into()),
         Fail::TooDeep(at) => syntax(at, format!("nesting deeper than {MAX_DEPTH} levels")),
-        Fail::BadId(k, start, end) => {
-            let raw = String::from_utf8_lossy(&b[start..end.min(b.len())]);
-            let shown: String = if raw.chars().count() > 40 {
-                raw.chars().take(40).chain("…".chars()).collect()
-            } else {
-                raw.into_owned()
-            };
-            RecordError {
-                kind: RecordErrorKind::BadId,
-                offset: None,
-                message: format!("{} is not an unsigned 64-bit integer: {shown}", ID_FIELDS[k]),
-            }
-        }
         Fail::NotObject(at) => RecordError {
             kind: RecordErrorKind::NotAnObject,
             offset: None,
@@ -897,79 +994,23 @@ fn decimal_to_f64(text: &[u8]) -> f64 {
     }
 }
 
-/// A validated record: its text and its key fields (see [`scan_record`]).
-// Interim form until the scanner reports id spans: `text` already has the ids quoted.
-pub struct Scanned<'a> {
-    /// The record as valid UTF-8 JSON text.
-    pub text: &'a [u8],
-    /// Its key fields.
-    pub info: RecordInfo,
-}
-
-/// Validates one record and reads its key fields (interim: built on [`rewrite_record`]).
-pub fn scan_record<'a>(
-    record: &'a [u8],
-    repaired: &'a mut Vec<u8>,
-) -> Result<Scanned<'a>, RecordError> {
-    repaired.clear();
-    let info = rewrite_record(record, repaired)?;
-    Ok(Scanned {
-        text: &repaired[..],
-        info,
-    })
-}
-
-/// Appends `text` with its bare top-level ids quoted (interim: the text is already quoted).
-pub fn write_with_quoted_ids(text: &[u8], _info: &RecordInfo, out: &mut Vec<u8>) {
-    out.extend_from_slice(text);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Scan + quote, as the web shell does.
     fn rw(s: &str) -> Result<(String, RecordInfo), RecordError> {
         let mut out = Vec::new();
-        let info = rewrite_record(s.as_bytes(), &mut out)?;
-        Ok((String::from_utf8(out).unwrap(), info))
+        let mut repaired = Vec::new();
+        let scanned = scan_record(s.as_bytes(), &mut repaired)?;
+        write_with_quoted_ids(scanned.text, &scanned.info, &mut out);
+        Ok((String::from_utf8(out).unwrap(), scanned.info))
     }
 
     fn err(s: &[u8]) -> String {
-        let mut out = Vec::new();
-        match rewrite_record(s, &mut out) {
+        match scan_record(s, &mut Vec::new()) {
             Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(s)),
             Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn text_class_matches_char_scan() {
-        let samples = [
-            "",
-            "a",
-            "plain ascii text of some length",
-            "caf\u{e9} \u{ff}\u{ff}",
-            "\u{100}",
-            "0123456\u{100}",
-            "01234567\u{17f}",
-            "\u{ff}\u{fe}\u{80}\u{c4}\u{e9}xyz",
-            "emoji \u{1f600} here",
-            "\u{4e2d}\u{6587}",
-            "\u{fffd}",
-            "latin1 \u{c0}\u{c4}\u{ff} only, and more than eight bytes",
-        ];
-        for s in samples {
-            for (cut, _) in s.char_indices().chain([(s.len(), ' ')]) {
-                let t = &s[cut..];
-                let want = if t.chars().any(|c| c as u32 > 0xff) {
-                    TextClass::Wide
-                } else if !t.is_ascii() {
-                    TextClass::Latin1
-                } else {
-                    TextClass::Ascii
-                };
-                assert_eq!(text_class(t.as_bytes()), want, "{t:?}");
-            }
         }
     }
 
@@ -995,8 +1036,19 @@ mod tests {
                 time_gmt: Some(1372782179.0),
                 received_time_gmt: Some(1372782180.0),
                 replaced_invalid_utf8: false,
+                bare_ids: [(44, 63), (75, 94), (107, 126), (138, 157), (0, 0), (0, 0)],
+                bare_id_count: 4,
             }
         );
+        // The text itself is the record, untouched.
+        let mut repaired = Vec::new();
+        let s = scan_record(rec.as_bytes(), &mut repaired).unwrap();
+        assert_eq!(s.text, rec.as_bytes());
+        for &(a, b) in s.info.bare_id_spans() {
+            let digits = &rec[a as usize..b as usize];
+            assert!(digits.bytes().all(|c| c.is_ascii_digit()), "{digits}");
+        }
+        assert!(repaired.is_empty());
     }
 
     #[test]
@@ -1058,9 +1110,23 @@ mod tests {
 
     #[test]
     fn duplicate_keys_last_wins() {
+        // Only the last occurrence counts (JSON.parse keeps only it): the first stays bare.
         let (out, info) = rw(r#"{"hitIdHigh":1,"hitIdLow":2,"hitIdHigh":3}"#).unwrap();
-        assert_eq!(out, r#"{"hitIdHigh":"1","hitIdLow":"2","hitIdHigh":"3"}"#);
+        assert_eq!(out, r#"{"hitIdHigh":1,"hitIdLow":"2","hitIdHigh":"3"}"#);
         assert_eq!(info.hit_key, Some(HitKey { high: 3, low: 2 }));
+        assert_eq!(info.bare_id_spans(), &[(26, 27), (40, 41)]);
+        // A usable id followed by an unusable one: no id, nothing quoted.
+        let (out, info) = rw(r#"{"hitIdHigh":1,"hitIdLow":2,"hitIdHigh":-3}"#).unwrap();
+        assert_eq!(out, r#"{"hitIdHigh":1,"hitIdLow":"2","hitIdHigh":-3}"#);
+        assert_eq!(info.hit_key, None);
+        // An unusable one followed by a usable one: the id.
+        let (out, info) = rw(r#"{"hitIdHigh":1.5,"hitIdLow":2,"hitIdHigh":"4"}"#).unwrap();
+        assert_eq!(out, r#"{"hitIdHigh":1.5,"hitIdLow":"2","hitIdHigh":"4"}"#);
+        assert_eq!(info.hit_key, Some(HitKey { high: 4, low: 2 }));
+        // null last: absent.
+        let (_, info) = rw(r#"{"hitIdHigh":1,"hitIdLow":2,"hitIdHigh":null}"#).unwrap();
+        assert_eq!(info.hit_key, None);
+        assert_eq!(info.bare_id_spans().len(), 1);
     }
 
     #[test]
@@ -1083,12 +1149,18 @@ mod tests {
 
     #[test]
     fn invalid_utf8_replaced_and_flagged() {
+        let mut repaired = b"old".to_vec();
+        let s = scan_record(b" {\"a\":\"x\xffy\xc3\",\"hitIdLow\":9} ", &mut repaired).unwrap();
+        assert!(s.info.replaced_invalid_utf8);
         let mut out = Vec::new();
-        let info = rewrite_record(b"{\"a\":\"x\xffy\xc3\",\"hitIdLow\":9}", &mut out).unwrap();
-        assert!(info.replaced_invalid_utf8);
+        write_with_quoted_ids(s.text, &s.info, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"a\":\"x\u{fffd}y\u{fffd}\",\"hitIdLow\":\"9\"}"
+        );
+        assert_eq!(
+            repaired,
+            " {\"a\":\"x\u{fffd}y\u{fffd}\",\"hitIdLow\":9} ".as_bytes()
         );
         let (_, info) = rw("{\"a\":\"é😀\"}").unwrap();
         assert!(!info.replaced_invalid_utf8);
@@ -1128,9 +1200,6 @@ mod tests {
             (b"{\"a\":nul}", "invalid literal (expected 'null')"),
             (b"{\"a\":\"x\\q\"}", "invalid escape '\\q'"),
             (b"{\"a\":\"\\u12g4\"}", "\\u must be followed by four hex digits"),
-            (b"{\"a\":\"\\ud800\"}", "high surrogate \\uD800 must be followed by a low surrogate"),
-            (b"{\"a\":\"\\ud800\\u0041\"}", "must be followed by a low surrogate"),
-            (b"{\"a\":\"\\udc00\"}", "low surrogate \\uDC00 without a high surrogate"),
             (b"{\"a\":\"x\ty\"}", "invalid JSON at byte 7: control character U+0009 in a string must be escaped"),
             (b"{\"a\":\"x\x00\"}", "control character U+0000"),
             (b"{\"a\":\"abc", "invalid JSON at byte 5: unterminated string"),
@@ -1139,17 +1208,6 @@ mod tests {
             (b"{\"a\":{\"b\":1]}", "expected ',' or '}' after an object member, found ']'"),
             (b"{\"a\":[1,]}", "expected a value, found ']'"),
             (b"{\"a\":[", "expected a value, found the end of the record"),
-            (b"{\"hitIdLow\":-12}", "hitIdLow is not an unsigned 64-bit integer: -12"),
-            (b"{\"hitIdHigh\":1.5}", "hitIdHigh is not an unsigned 64-bit integer: 1.5"),
-            (b"{\"visIdHigh\":1e3}", "visIdHigh is not an unsigned 64-bit integer: 1e3"),
-            (b"{\"visIdLow\":18446744073709551616}", "visIdLow is not an unsigned 64-bit integer: 18446744073709551616"),
-            (b"{\"mcVisIdHigh\":\"12a\"}", "mcVisIdHigh is not an unsigned 64-bit integer: \"12a\""),
-            (b"{\"mcVisIdLow\":\"\"}", "mcVisIdLow is not an unsigned 64-bit integer: \"\""),
-            (b"{\"hitIdLow\":\"-1\"}", "hitIdLow is not an unsigned 64-bit integer: \"-1\""),
-            (b"{\"hitIdLow\":\"99999999999999999999\"}", "hitIdLow is not an unsigned 64-bit integer"),
-            (b"{\"hitIdLow\":{\"a\":1}}", "hitIdLow is not an unsigned 64-bit integer: {\"a\":1}"),
-            (b"{\"hitIdLow\":[1]}", "hitIdLow is not an unsigned 64-bit integer: [1]"),
-            (b"{\"hitIdLow\":true}", "hitIdLow is not an unsigned 64-bit integer: true"),
             (b"{\"hitIdLow\":01}", "leading zeros are not allowed"),
         ];
         for (input, want) in cases {
@@ -1164,14 +1222,15 @@ mod tests {
 
     #[test]
     fn error_kinds() {
-        let mut out = Vec::new();
-        let kind =
-            |s: &str, out: &mut Vec<u8>| rewrite_record(s.as_bytes(), out).unwrap_err().kind();
-        assert_eq!(kind("", &mut out), RecordErrorKind::Empty);
-        assert_eq!(kind("1", &mut out), RecordErrorKind::NotAnObject);
-        assert_eq!(kind("{", &mut out), RecordErrorKind::Syntax);
-        assert_eq!(kind("{\"hitIdLow\":-1}", &mut out), RecordErrorKind::BadId);
-        let e = rewrite_record(b"{\"a\":x}", &mut out).unwrap_err();
+        let kind = |s: &str| {
+            scan_record(s.as_bytes(), &mut Vec::new())
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(kind(""), RecordErrorKind::Empty);
+        assert_eq!(kind("1"), RecordErrorKind::NotAnObject);
+        assert_eq!(kind("{"), RecordErrorKind::Syntax);
+        let e = scan_record(b"{\"a\":x}", &mut Vec::new()).unwrap_err();
         assert_eq!(e.offset(), Some(5));
         assert_eq!(e.detail(), "expected a value, found 'x'");
     }
@@ -1281,7 +1340,7 @@ mod tests {
             }
             // Through a whole record too.
             let rec = format!("{{\"timeGMT\":{text}}}");
-            let info = rewrite_record(rec.as_bytes(), &mut Vec::new()).unwrap();
+            let info = scan_record(rec.as_bytes(), &mut Vec::new()).unwrap().info;
             proptest::prop_assert_eq!(info.time_gmt.map(f64::to_bits), Some(got.to_bits()));
         }
     }
@@ -1289,8 +1348,118 @@ mod tests {
     #[test]
     fn out_is_appended() {
         let mut out = b"prefix".to_vec();
-        rewrite_record(b"{\"hitIdLow\":5}", &mut out).unwrap();
+        let mut repaired = Vec::new();
+        let s = scan_record(b"{\"hitIdLow\":5}", &mut repaired).unwrap();
+        write_with_quoted_ids(s.text, &s.info, &mut out);
         assert_eq!(out, b"prefix{\"hitIdLow\":\"5\"}");
     }
-}
 
+    #[test]
+    fn lone_surrogate_escapes_are_valid_json_text() {
+        for rec in [
+            r#"{"a":"\ud83d"}"#,
+            r#"{"a":"cut \ud83d","hitIdLow":1}"#,
+            r#"{"a":"\udc00 alone"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\ude00\ud83d"}"#,
+            r#"{"a":["\uDBFF"],"b":{"\ud800":1}}"#,
+        ] {
+            let (out, _) = rw(rec).unwrap();
+            assert_eq!(out.replace("\"1\"", "1"), rec, "delivered as is");
+        }
+        // Still four hex digits required.
+        assert!(err(br#"{"a":"\ud83"}"#).contains("\\u must be followed by four hex digits"));
+    }
+
+    #[test]
+    fn unusable_ids_are_kept_as_given_and_give_no_key() {
+        let cases = [
+            r#"-12"#,
+            r#"1.5"#,
+            r#"1e3"#,
+            r#"0.0"#,
+            r#"18446744073709551616"#,
+            r#"99999999999999999999999"#,
+            r#""12a""#,
+            r#""""#,
+            r#""-1""#,
+            r#""007""#,
+            r#""00""#,
+            r#""\u0031""#,
+            r#""99999999999999999999""#,
+            r#""18446744073709551616""#,
+            r#"true"#,
+            r#"false"#,
+            r#"null"#,
+            r#"{"a":1}"#,
+            r#"[1]"#,
+        ];
+        for v in cases {
+            for (bad, field) in ID_FIELDS.iter().enumerate() {
+                let rec = format!(
+                    r#"{{"hitIdHigh":1,"hitIdLow":2,"visIdHigh":3,"visIdLow":4,"{field}":{v}}}"#
+                );
+                let (out, info) = rw(&rec).unwrap();
+                assert_eq!(info.hit_key.is_none(), bad < 2, "{rec}");
+                assert_eq!(info.vis_id.is_none(), (2..4).contains(&bad), "{rec}");
+                // Only the other usable ids are quoted; the value itself is untouched.
+                let want_quoted = (0..4).filter(|&k| k != bad).count();
+                assert_eq!(info.bare_id_spans().len(), want_quoted, "{rec}");
+                assert!(
+                    out.ends_with(&format!(r#""{field}":{v}}}"#)),
+                    "{rec} -> {out}"
+                );
+            }
+        }
+        // Canonical decimal strings are ids.
+        let (out, info) = rw(r#"{"hitIdHigh":"0","hitIdLow":"18446744073709551615"}"#).unwrap();
+        assert_eq!(
+            out,
+            r#"{"hitIdHigh":"0","hitIdLow":"18446744073709551615"}"#
+        );
+        assert_eq!(
+            info.hit_key,
+            Some(HitKey {
+                high: 0,
+                low: u64::MAX
+            })
+        );
+        assert!(info.bare_id_spans().is_empty());
+    }
+
+    #[test]
+    fn quoted_output_of_repaired_text() {
+        // Spans refer to the repaired text, which is longer than the record.
+        let rec = b"{\"s\":\"\xff\xfe\",\"hitIdHigh\":12,\"hitIdLow\":34}";
+        let mut repaired = Vec::new();
+        let s = scan_record(rec, &mut repaired).unwrap();
+        let mut out = Vec::new();
+        write_with_quoted_ids(s.text, &s.info, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"s\":\"\u{fffd}\u{fffd}\",\"hitIdHigh\":\"12\",\"hitIdLow\":\"34\"}"
+        );
+    }
+
+    #[test]
+    fn top_level_strings_are_decoded_with_surrogate_pairs() {
+        let body = br#"{"x":{"error_description":"nested"},"error":"conflict","error_description":"too \"many\" \u00e9 \ud83d\ude00 \ud83d","n":[1,{"a":"}"}]}"#;
+        assert_eq!(
+            top_level_string(body, "error_description").as_deref(),
+            Some("too \"many\" \u{e9} \u{1f600} \u{fffd}")
+        );
+        assert_eq!(top_level_string(body, "error").as_deref(), Some("conflict"));
+        assert_eq!(top_level_string(body, "x"), None, "not a string");
+        assert_eq!(
+            top_level_string(b"{\"a\":\"1\",\"a\":\"2\"}", "a").as_deref(),
+            Some("2")
+        );
+        assert_eq!(top_level_string(b"not json", "a"), None);
+        assert_eq!(
+            top_level_string(b"{\"a\":\"1\"", "a"),
+            None,
+            "unterminated object"
+        );
+        assert_eq!(top_level_string(b"{}", "a"), None);
+    }
+}

@@ -6,7 +6,8 @@
 use wasm_bindgen::prelude::*;
 
 use crate::core::framer::{FrameSink, Framer};
-use crate::core::{Action, Client, Config, Event, Options, ResponseHead};
+use crate::core::{AttemptId, Client, Config, Instant, Options, Output, ResponseHead};
+use crate::crossing::Batch;
 
 /// Counts what the framer finds.
 #[derive(Default)]
@@ -66,12 +67,13 @@ impl Default for BenchFramer {
 #[wasm_bindgen(skip_typescript)]
 pub struct BenchScanner {
     client: Client,
-    id: u64,
+    attempt: AttemptId,
+    batch: Batch,
 }
 
 #[wasm_bindgen]
 impl BenchScanner {
-    /// A started client whose one connection has an open 200 body.
+    /// A client already "connected" (a 200 handled), ready for body chunks.
     #[wasm_bindgen(constructor)]
     pub fn new() -> BenchScanner {
         let config = Config::new(Options {
@@ -80,38 +82,37 @@ impl BenchScanner {
         })
         .expect("default options are valid");
         let mut client = Client::new(config, 1);
-        client.start(0);
-        let mut id = 0;
-        while let Some(action) = client.poll_action() {
-            if let Action::Connect(req) = action {
-                id = req.id;
+        client.start(Instant::ZERO);
+        let mut attempt = AttemptId::from_raw(0);
+        loop {
+            match client.poll_output() {
+                Output::Connect(req) => attempt = req.attempt,
+                Output::Wait(_) => break,
+                _ => {}
             }
         }
         let head = ResponseHead {
             status: 200,
             ..ResponseHead::default()
         };
-        client.handle_response(id, head, 0);
-        let mut scanner = BenchScanner { client, id };
-        scanner.drain();
-        scanner
-    }
-
-    /// Feeds one chunk of the body; returns how many new hits it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> u32 {
-        self.client.handle_data(self.id, chunk, 0);
-        self.drain()
-    }
-
-    fn drain(&mut self) -> u32 {
-        let mut hits = 0;
-        while let Some(event) = self.client.poll_event() {
-            if let Event::Hits(batch) = event {
-                hits += batch.len() as u32;
-                self.client.recycle(batch);
-            }
+        client.handle_response(attempt, head, Instant::ZERO);
+        while !matches!(client.poll_output(), Output::Wait(_)) {}
+        BenchScanner {
+            client,
+            attempt,
+            batch: Batch::default(),
         }
-        hits
+    }
+
+    /// Feeds one chunk of the body (framing, scan, dedup, the crossing layout); returns how
+    /// many new hits it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> u32 {
+        self.batch.clear();
+        self.client
+            .handle_data(self.attempt, chunk, Instant::ZERO, &mut self.batch);
+        self.batch.finish();
+        while !matches!(self.client.poll_output(), Output::Wait(_)) {}
+        self.batch.len() as u32
     }
 }
 

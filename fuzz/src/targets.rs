@@ -1,0 +1,311 @@
+//! The fuzz targets: each takes one byte string and panics when an invariant breaks.
+
+use std::collections::BTreeMap;
+
+use livestream_wasm::core::framer::{FrameSink, Framer, KEEP_CAPACITY};
+use livestream_wasm::core::record::{scan_record, write_with_quoted_ids, HitKey, ID_FIELDS};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::rng::Rng;
+
+// ----- (a) the framer ------------------------------------------------------------------
+
+/// What a sink saw, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    /// A record's bytes.
+    Record(Vec<u8>),
+    /// An oversized record's length.
+    Oversized(u64),
+    /// A gzip error message.
+    GzipError(String),
+}
+
+#[derive(Default)]
+struct Events(Vec<Ev>);
+
+impl FrameSink for Events {
+    fn record(&mut self, record: &[u8]) {
+        self.0.push(Ev::Record(record.to_vec()));
+    }
+    fn oversized(&mut self, bytes: u64) {
+        self.0.push(Ev::Oversized(bytes));
+    }
+    fn gzip_error(&mut self, message: &str) {
+        self.0.push(Ev::GzipError(message.to_string()));
+    }
+}
+
+fn blank(b: &[u8]) -> bool {
+    b.iter().all(|c| b" \t\r".contains(c))
+}
+
+/// The framing rules applied to a whole body at once: events and the leftover length.
+pub fn reference_framing(body: &[u8], max: usize) -> (Vec<Ev>, u64) {
+    let mut evs = Vec::new();
+    let mut lines: Vec<&[u8]> = body.split(|&c| c == b'\n').collect();
+    let tail = lines.pop().unwrap_or_default();
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > max {
+            evs.push(Ev::Oversized(line.len() as u64));
+        } else if !blank(line) {
+            evs.push(Ev::Record(line.to_vec()));
+        }
+    }
+    let left = if blank(tail) { 0 } else { tail.len() as u64 };
+    (evs, left)
+}
+
+/// CRC-32 (IEEE), bit by bit: independent of the framer's table-driven one.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                0xedb8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// One gzip member (RFC 1952, no optional fields) around `data`.
+pub fn gzip_member(data: &[u8], level: u8) -> Vec<u8> {
+    let mut v = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    v.extend(miniz_oxide::deflate::compress_to_vec(data, level));
+    v.extend(crc32(data).to_le_bytes());
+    v.extend((data.len() as u32).to_le_bytes());
+    v
+}
+
+/// The framer's input layout: byte 0 flags (bit 0 gzip, bit 1 two gzip members, bits 2-4
+/// chunking style, bits 5-7 deflate level), bytes 1-3 the cap (little endian, mod
+/// 200 000, + 1), bytes 4-11 the chunking seed, then the body.
+pub const FRAMER_HEADER: usize = 12;
+
+/// Target (a): frames the body (plain or gzip, chunked as the header says) and checks the
+/// records, oversized reports and leftover against [`reference_framing`], and the buffer
+/// capacity bound after every push (`<= cap + 1`) and after the body (`<= KEEP_CAPACITY`).
+pub fn framer(data: &[u8]) {
+    if data.len() < FRAMER_HEADER {
+        return;
+    }
+    let flags = data[0];
+    let max = (u32::from_le_bytes([data[1], data[2], data[3], 0]) % 200_000 + 1) as usize;
+    let mut rng = Rng::new(u64::from_le_bytes(data[4..12].try_into().unwrap()));
+    let mut body = data[FRAMER_HEADER..].to_vec();
+    let gzip = flags & 1 != 0;
+    if !gzip && body.starts_with(&[0x1f, 0x8b]) {
+        // A plain body that starts like gzip is sniffed as gzip by design.
+        body[0] = b'x';
+    }
+    let (want, want_left) = reference_framing(&body, max);
+    let wire = if gzip {
+        let level = flags >> 5;
+        if flags & 2 != 0 && body.len() > 1 {
+            let cut = rng.below(body.len());
+            let mut w = gzip_member(&body[..cut], level);
+            w.extend(gzip_member(&body[cut..], level));
+            w
+        } else {
+            gzip_member(&body, level)
+        }
+    } else {
+        body.clone()
+    };
+    let style = (flags >> 2) & 7;
+    let mut f = Framer::new(max);
+    let mut sink = Events::default();
+    let mut rest = &wire[..];
+    while !rest.is_empty() {
+        let n = match style {
+            0 => 1,
+            1 => 1 + rng.below(16),
+            2 => 1 + rng.below(max + 3),
+            3 => 1 + rng.below(70_000),
+            4 => rest.len(),
+            _ => {
+                let top = 1 + rng.below(4096);
+                1 + rng.below(top)
+            }
+        }
+        .min(rest.len());
+        f.push(&rest[..n], &mut sink);
+        rest = &rest[n..];
+        assert!(
+            f.buffered_capacity() <= max + 1,
+            "buffer capacity {} > cap {max} + 1",
+            f.buffered_capacity()
+        );
+    }
+    if gzip {
+        assert!(
+            !f.gzip_member_incomplete(),
+            "complete gzip body seen as cut"
+        );
+    }
+    let left = f.finish();
+    assert!(
+        f.buffered_capacity() <= KEEP_CAPACITY,
+        "{} bytes of buffer kept after the body",
+        f.buffered_capacity()
+    );
+    assert_eq!(sink.0, want, "records differ (cap {max}, gzip {gzip})");
+    assert_eq!(left, want_left, "leftover differs (cap {max}, gzip {gzip})");
+}
+
+// ----- (b) the record scanner ----------------------------------------------------------
+
+/// serde_json rejects lone surrogate escapes, which are valid JSON text that JSON.parse
+/// (the reference) accepts: give it a copy with every surrogate escape replaced by
+/// `\u0041` (same length, so byte positions still match).
+pub fn neutralize_surrogates(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if out[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if out[i + 1] == b'u' && i + 6 <= out.len() {
+            let hex = std::str::from_utf8(&out[i + 2..i + 6]).ok();
+            if let Some(cp) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
+                if (0xd800..=0xdfff).contains(&cp) {
+                    out[i + 2..i + 6].copy_from_slice(b"0041");
+                }
+            }
+        }
+        i += 2;
+    }
+    out
+}
+
+/// The id a raw JSON value yields under the module's rule, and whether it is a bare
+/// number (which gets quoted).
+pub fn expected_id(raw: &str) -> (Option<u64>, bool) {
+    let b = raw.as_bytes();
+    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+        return (raw.parse().ok(), raw.parse::<u64>().is_ok());
+    }
+    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' {
+        let inner = &raw[1..raw.len() - 1];
+        let canonical = !inner.is_empty()
+            && inner.bytes().all(|c| c.is_ascii_digit())
+            && (inner == "0" || !inner.starts_with('0'));
+        return (if canonical { inner.parse().ok() } else { None }, false);
+    }
+    (None, false)
+}
+
+/// Target (b): scans `data` as one record and checks it against serde_json: accepted
+/// exactly when serde_json accepts an object (on the U+FFFD-repaired text with surrogate
+/// escapes neutralized; numbers beyond f64 and nesting beyond serde_json's limit are
+/// skipped), the text is the trimmed record, the key fields follow the id rule (last
+/// occurrence of a key wins), and the quoted output parses with each usable bare id
+/// turned into a string of the same digits and everything else unchanged.
+pub fn record(data: &[u8]) {
+    let lossy = String::from_utf8_lossy(data).into_owned();
+    let reference = neutralize_surrogates(lossy.as_bytes());
+    let serde = serde_json::from_slice::<Value>(&reference);
+    if let Err(e) = &serde {
+        let m = e.to_string();
+        if m.contains("number out of range") || m.contains("recursion limit") {
+            return;
+        }
+    }
+    let serde_ok = serde.as_ref().is_ok_and(Value::is_object);
+    let mut repaired = Vec::new();
+    let ours = scan_record(data, &mut repaired);
+    match (&ours, serde_ok) {
+        (Ok(_), true) | (Err(_), false) => {}
+        (Ok(_), false) => panic!("accepted, serde_json says {:?}", serde.err()),
+        (Err(e), true) => panic!("rejected ({e}), serde_json accepts it"),
+    }
+    let Ok(scanned) = ours else { return };
+    let trimmed = lossy.trim_matches(|c| " \t\r\n".contains(c));
+    assert_eq!(
+        scanned.text,
+        trimmed.as_bytes(),
+        "text is not the trimmed record"
+    );
+    assert_eq!(
+        scanned.info.replaced_invalid_utf8,
+        std::str::from_utf8(data).is_err()
+    );
+
+    // Raw top-level values, last occurrence wins (a BTreeMap insert, like JSON.parse).
+    let raw: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(&neutralize_surrogates(trimmed.as_bytes()))
+            .expect("serde_json reads the object's raw members");
+    let id = |k: usize| raw.get(ID_FIELDS[k]).map(|r| expected_id(r.get()));
+    let usable = |k: usize| id(k).and_then(|(v, _)| v);
+    let want_hit = usable(0)
+        .zip(usable(1))
+        .map(|(high, low)| HitKey { high, low });
+    assert_eq!(scanned.info.hit_key, want_hit, "hit_key");
+    assert_eq!(scanned.info.vis_id, usable(2).zip(usable(3)), "vis_id");
+    let bare: Vec<&str> = (0..6)
+        .filter(|&k| matches!(id(k), Some((Some(_), true))))
+        .map(|k| raw[ID_FIELDS[k]].get())
+        .collect();
+    let spans = scanned.info.bare_id_spans();
+    assert_eq!(spans.len(), bare.len(), "bare id spans");
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "spans sorted, disjoint"
+    );
+    for &(a, b) in spans {
+        let digits = &scanned.text[a as usize..b as usize];
+        assert!(
+            bare.iter().any(|d| d.as_bytes() == digits),
+            "span {a}..{b} is not a usable bare id"
+        );
+    }
+    for (k, field) in [(0, "timeGMT"), (1, "receivedTimeGMT")] {
+        let got = if k == 0 {
+            scanned.info.time_gmt
+        } else {
+            scanned.info.received_time_gmt
+        };
+        let want = raw.get(field).and_then(|r| {
+            let t = r.get();
+            (t.starts_with('-') || t.starts_with(|c: char| c.is_ascii_digit()))
+                .then(|| t.parse::<f64>().unwrap())
+        });
+        match (got, want) {
+            (Some(g), Some(w)) if g == w => {}
+            (Some(g), Some(w)) if w.is_finite() && w.abs() >= f64::MIN_POSITIVE => {
+                assert!(((g - w) / w).abs() < 1e-14, "{field}: {g} vs {w}")
+            }
+            (Some(g), Some(w)) => {
+                assert!(
+                    g.abs() < 2.0 * f64::MIN_POSITIVE || g == w,
+                    "{field}: {g} vs {w}"
+                )
+            }
+            (g, w) => assert_eq!(g.is_some(), w.is_some(), "{field}: {g:?} vs {w:?}"),
+        }
+    }
+
+    let mut out = Vec::new();
+    write_with_quoted_ids(scanned.text, &scanned.info, &mut out);
+    let got: Value =
+        serde_json::from_slice(&neutralize_surrogates(&out)).expect("quoted output parses");
+    let orig = serde.expect("accepted above");
+    let (got, orig) = (got.as_object().unwrap(), orig.as_object().unwrap());
+    assert_eq!(got.len(), orig.len(), "members");
+    for (key, v) in orig {
+        match ID_FIELDS.iter().position(|f| f == key) {
+            Some(k) if matches!(id(k), Some((Some(_), true))) => {
+                let digits = raw[ID_FIELDS[k]].get();
+                assert_eq!(got[key], Value::String(digits.to_string()), "{key} quoted");
+            }
+            _ => assert_eq!(&got[key], v, "{key} unchanged"),
+        }
+    }
+}

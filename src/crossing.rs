@@ -1,0 +1,349 @@
+//! How hits cross from wasm memory into JavaScript: the web host's [`HitSink`].
+//!
+//! This is JavaScript-specific (V8's string forms, ids as strings for `JSON.parse`), so it is
+//! not part of the core; it is plain Rust, though, so it is tested natively.
+//!
+//! For each chunk the encoder builds one [`Batch`]: the records as JSON text with the six
+//! top-level ids quoted (so `JSON.parse` cannot round them), grouped in three JSON arrays
+//! back to back — all-ASCII records, Latin-1 records, wider ones — plus typed columns of the
+//! key fields for consumers that only count and aggregate. JavaScript then decodes each group
+//! with one `TextDecoder` call and parses it with one `JSON.parse`, and every record keeps V8's
+//! fastest string form (one Latin-1 character would make a whole decoded string slower; only
+//! the last group is made of two-byte strings).
+
+use crate::core::record::write_with_quoted_ids;
+use crate::core::{HitSink, RecordInfo, SlotId};
+
+/// Bit in [`Batch::flags`]: the record has both hitIdHigh and hitIdLow.
+pub const HAS_HIT_ID: u8 = 1;
+/// Bit in [`Batch::flags`]: the record has both visIdHigh and visIdLow.
+pub const HAS_VIS_ID: u8 = 2;
+
+/// A batch whose text buffer grew beyond this gives its memory back after delivery.
+const KEEP_BATCH_BYTES: usize = 4 << 20;
+
+/// What range of characters a UTF-8 text uses, which decides V8's string form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextClass {
+    /// All ASCII: decodes at memcpy speed into a one-byte string.
+    Ascii = 0,
+    /// Characters up to U+00FF: still a one-byte string.
+    Latin1 = 1,
+    /// A character above U+00FF: a two-byte string.
+    Wide = 2,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The [`TextClass`] of the UTF-8 text `b`. Above U+00FF means a lead byte of 0xC4 or more
+/// (U+0100 is `C4 80`). Eight bytes at a time: for each byte, `(b & 0x7f) + 0x3c` reaches
+/// bit 7 exactly when `b & 0x7f >= 0x44`; together with bit 7 of `b` that is `b >= 0xc4`.
+#[inline]
+pub fn text_class(b: &[u8]) -> TextClass {
+    let mut words = b.chunks_exact(8);
+    let (mut high, mut wide) = (0u64, 0u64);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        high |= w;
+        wide |= ((w & !HI).wrapping_add(0x3c * LO)) & w;
+    }
+    for &c in words.remainder() {
+        high |= c as u64;
+        wide |= (c >= 0xc4) as u64 * HI;
+    }
+    if wide & HI != 0 {
+        TextClass::Wide
+    } else if high & HI != 0 {
+        TextClass::Latin1
+    } else {
+        TextClass::Ascii
+    }
+}
+
+/// The new hits of one chunk, ready to cross into JavaScript.
+///
+/// `json` is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in stream order:
+/// `json[..regions[0]]` holds the records that are all ASCII, `json[regions[0]..regions[1]]`
+/// those with characters up to U+00FF, `json[regions[1]..]` the others. `starts[i]` tells
+/// which region hit `i` is in, so stream order can be restored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Slot the chunk came from.
+    pub slot: u32,
+    /// `[ASCII records][Latin-1 records][wide records]`, valid UTF-8, ids quoted.
+    pub json: Vec<u8>,
+    /// Byte offsets in `json` where the second and the third region start.
+    pub regions: [u32; 2],
+    /// Byte offset of each record in `json`, in stream order.
+    pub starts: Vec<u32>,
+    /// Byte offset just past each record in `json`.
+    pub ends: Vec<u32>,
+    /// hitIdHigh (0 when absent; see `flags`).
+    pub hit_id_high: Vec<u64>,
+    /// hitIdLow (0 when absent).
+    pub hit_id_low: Vec<u64>,
+    /// visIdHigh (0 when absent).
+    pub vis_id_high: Vec<u64>,
+    /// visIdLow (0 when absent).
+    pub vis_id_low: Vec<u64>,
+    /// timeGMT in Unix seconds (NaN when absent).
+    pub time_gmt: Vec<f64>,
+    /// receivedTimeGMT in Unix seconds (NaN when absent).
+    pub received_time_gmt: Vec<f64>,
+    /// [`HAS_HIT_ID`] | [`HAS_VIS_ID`] per record.
+    pub flags: Vec<u8>,
+    /// Scratch while building: the Latin-1 and the wide records' text and indices.
+    spill: [Spill; 2],
+    /// True between the first hit of a chunk and [`Batch::finish`].
+    open: bool,
+}
+
+/// The records of one region while a batch is built (see [`Batch`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Spill {
+    text: Vec<u8>,
+    index: Vec<u32>,
+}
+
+impl Batch {
+    /// Empties the batch for the next chunk, giving back memory a huge chunk needed.
+    pub fn clear(&mut self) {
+        if self.json.capacity() > KEEP_BATCH_BYTES {
+            *self = Batch::default();
+            return;
+        }
+        self.json.clear();
+        self.regions = [0; 2];
+        for r in &mut self.spill {
+            r.text.clear();
+            r.index.clear();
+        }
+        self.starts.clear();
+        self.ends.clear();
+        self.hit_id_high.clear();
+        self.hit_id_low.clear();
+        self.vis_id_high.clear();
+        self.vis_id_low.clear();
+        self.time_gmt.clear();
+        self.received_time_gmt.clear();
+        self.flags.clear();
+        self.open = false;
+    }
+
+    /// Closes the ASCII region and appends the other two: `[…]` + `[…]` + `[…]`. Call once
+    /// after the chunk, before reading the batch; does nothing for an empty batch.
+    pub fn finish(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        self.json.push(b']');
+        for k in 0..2 {
+            self.regions[k] = self.json.len() as u32;
+            let base = (self.json.len() + 1) as u32;
+            let r = &mut self.spill[k];
+            self.json.push(b'[');
+            self.json.extend_from_slice(&r.text);
+            self.json.push(b']');
+            for &i in &r.index {
+                self.starts[i as usize] += base;
+                self.ends[i as usize] += base;
+            }
+            r.text.clear();
+        }
+    }
+
+    /// Number of records in each region of `json`: all ASCII, Latin-1, wide.
+    pub fn region_lens(&self) -> [usize; 3] {
+        let (l, w) = (self.spill[0].index.len(), self.spill[1].index.len());
+        [self.len() - l - w, l, w]
+    }
+
+    /// Number of hits.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// True when there are no hits.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The text of hit `i` (a JSON object, ids quoted), once finished.
+    pub fn record(&self, i: usize) -> &str {
+        let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
+        // The batch is built from validated UTF-8 only.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl HitSink for Batch {
+    fn hit(&mut self, slot: SlotId, text: &[u8], info: &RecordInfo) {
+        if !self.open {
+            self.open = true;
+            self.slot = slot.index() as u32;
+            self.json.push(b'[');
+        }
+        let mark = self.json.len();
+        // The ASCII region so far is `[` alone, or `[r,…,r`.
+        if mark > 1 {
+            self.json.push(b',');
+        }
+        let start = self.json.len();
+        write_with_quoted_ids(text, info, &mut self.json);
+        let class = text_class(text);
+        if class != TextClass::Ascii {
+            let r = &mut self.spill[class as usize - 1];
+            if !r.text.is_empty() {
+                r.text.push(b',');
+            }
+            let at = r.text.len();
+            r.text.extend_from_slice(&self.json[start..]);
+            self.json.truncate(mark);
+            r.index.push(self.starts.len() as u32);
+            self.starts.push(at as u32);
+            self.ends.push(r.text.len() as u32);
+        } else {
+            self.starts.push(start as u32);
+            self.ends.push(self.json.len() as u32);
+        }
+        let (hh, hl) = info.hit_key.map_or((0, 0), |k| (k.high, k.low));
+        let (vh, vl) = info.vis_id.unwrap_or((0, 0));
+        self.hit_id_high.push(hh);
+        self.hit_id_low.push(hl);
+        self.vis_id_high.push(vh);
+        self.vis_id_low.push(vl);
+        self.time_gmt.push(info.time_gmt.unwrap_or(f64::NAN));
+        self.received_time_gmt
+            .push(info.received_time_gmt.unwrap_or(f64::NAN));
+        let mut f = 0;
+        if info.hit_key.is_some() {
+            f |= HAS_HIT_ID;
+        }
+        if info.vis_id.is_some() {
+            f |= HAS_VIS_ID;
+        }
+        self.flags.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::scan_record;
+
+    fn feed(batch: &mut Batch, records: &[&str]) {
+        let mut scratch = Vec::new();
+        for r in records {
+            let s = scan_record(r.as_bytes(), &mut scratch).expect("valid record");
+            let info = s.info;
+            let text = s.text.to_vec();
+            batch.hit(SlotId::new(1), &text, &info);
+        }
+        batch.finish();
+    }
+
+    #[test]
+    fn text_class_matches_char_scan() {
+        let samples = [
+            "",
+            "a",
+            "plain ascii text of some length",
+            "caf\u{e9} \u{ff}\u{ff}",
+            "\u{100}",
+            "0123456\u{100}",
+            "01234567\u{17f}",
+            "\u{ff}\u{fe}\u{80}\u{c4}\u{e9}xyz",
+            "emoji \u{1f600} here",
+            "\u{4e2d}\u{6587}",
+            "\u{fffd}",
+            "latin1 \u{c0}\u{c4}\u{ff} only, and more than eight bytes",
+        ];
+        for s in samples {
+            for (cut, _) in s.char_indices().chain([(s.len(), ' ')]) {
+                let t = &s[cut..];
+                let want = if t.chars().any(|c| c as u32 > 0xff) {
+                    TextClass::Wide
+                } else if !t.is_ascii() {
+                    TextClass::Latin1
+                } else {
+                    TextClass::Ascii
+                };
+                assert_eq!(text_class(t.as_bytes()), want, "{t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_classes() {
+        assert_eq!(
+            text_class(b"plain ascii text, long enough"),
+            TextClass::Ascii
+        );
+        assert_eq!(
+            text_class("caf\u{e9} and more".as_bytes()),
+            TextClass::Latin1
+        );
+        assert_eq!(text_class("\u{100}".as_bytes()), TextClass::Wide);
+        assert_eq!(
+            text_class("Москва, long enough".as_bytes()),
+            TextClass::Wide
+        );
+        assert_eq!(text_class("東京".as_bytes()), TextClass::Wide);
+    }
+
+    #[test]
+    fn regions_split_by_text_class_and_stream_order_is_kept() {
+        let mut b = Batch::default();
+        let recs = [
+            r#"{"hitIdHigh":1,"hitIdLow":18446744073709551615,"p":"a"}"#,
+            r#"{"hitIdHigh":2,"hitIdLow":2,"p":"caf\u00e9 é"}"#,
+            r#"{"hitIdHigh":3,"hitIdLow":3,"p":"東京"}"#,
+            r#"{"hitIdHigh":4,"hitIdLow":4,"p":"b","timeGMT":1372782179}"#,
+        ];
+        feed(&mut b, &recs);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.region_lens(), [2, 1, 1]);
+        let json = std::str::from_utf8(&b.json).unwrap();
+        let [l, w] = b.regions.map(|x| x as usize);
+        for part in [&json[..l], &json[l..w], &json[w..]] {
+            let v: serde_json::Value = serde_json::from_str(part).expect(part);
+            assert!(v.is_array(), "{part}");
+        }
+        assert!(b.record(0).contains(r#""hitIdLow":"18446744073709551615""#));
+        assert!(b.record(2).contains("東京"));
+        assert_eq!(b.hit_id_high, vec![1, 2, 3, 4]);
+        assert_eq!(b.slot, 1);
+        assert!(b.time_gmt[0].is_nan());
+        assert_eq!(b.time_gmt[3], 1372782179.0);
+        assert_eq!(b.flags[0], HAS_HIT_ID);
+        for i in 0..4 {
+            let v: serde_json::Value = serde_json::from_str(b.record(i)).unwrap();
+            assert_eq!(
+                v["hitIdHigh"],
+                serde_json::Value::String((i + 1).to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_batch_gives_its_memory_back() {
+        let mut b = Batch::default();
+        let big = format!(
+            r#"{{"hitIdHigh":1,"hitIdLow":1,"p":"{}"}}"#,
+            "x".repeat(5 << 20)
+        );
+        feed(&mut b, &[&big]);
+        assert!(b.json.capacity() > KEEP_BATCH_BYTES);
+        b.clear();
+        assert!(b.json.capacity() <= KEEP_BATCH_BYTES);
+        feed(&mut b, &[r#"{"a":1}"#]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.record(0), r#"{"a":1}"#);
+        b.clear();
+        assert!(b.is_empty());
+        b.finish();
+        assert!(b.json.is_empty(), "an empty batch stays empty");
+    }
+}
