@@ -115,9 +115,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 5000)]
     pub replay: usize,
 
-    /// Live segments (one per upstream chunk) a downstream client may fall behind before it
-    /// is cut.
-    #[arg(long, default_value_t = 1024)]
+    /// Live segments a downstream client may fall behind before it is cut (~3 s at the
+    /// default --flush-ms). The last this many segments stay in memory, shared by all
+    /// clients, so this also bounds the relay's memory (a segment holds at most 256 KiB of
+    /// records and their compressed form).
+    #[arg(long, default_value_t = 64)]
     pub client_queue: usize,
 
     /// Most downstream TCP connections served at once; more are answered 503 and closed
