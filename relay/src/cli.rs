@@ -1,0 +1,245 @@
+//! Command-line options of the relay, and the secrets it reads from the environment.
+//!
+//! Upstream options mirror the JavaScript `LiveStream` options one for one and are validated
+//! by the same core ([`livestream_wasm::core::Config`]), so a bad value gets the same message
+//! in both hosts. Secrets never come from flags (they would show in `ps` and shell history).
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One polite upstream Live Stream connection per slot, fanned out to any number of clients.
+///
+/// Holds the Adobe token server-side (from IMS, or a fixed one), follows every KA-16598 rule
+/// upstream whatever the downstream clients do, and serves `GET /api/1/stream/{name}` in
+/// Live Stream's own wire format (chunked, gzip, CRLF records, bare 64-bit ids).
+///
+/// Secrets come from the environment only: LIVESTREAM_CLIENT_SECRET (IMS),
+/// LIVESTREAM_TOKEN (a fixed upstream token instead of IMS), LIVESTREAM_API_KEY (x-api-key
+/// when it is not the client id), LIVESTREAM_RELAY_TOKEN (bearer token downstream clients
+/// must send).
+#[derive(Parser, Clone, Debug)]
+#[command(name = "livestream-relay", version, about, long_about)]
+pub struct Cli {
+    /// A Live Stream endpoint URL, e.g. https://livestream.adobe.net/api/1/stream/NAME.
+    /// Repeatable; each is served downstream at /api/1/stream/NAME (its last path segment).
+    #[arg(long = "upstream", value_name = "URL", required = true)]
+    pub upstreams: Vec<String>,
+
+    /// `maxConnections` sent upstream, 1..8 (JS option maxConnections; default 1).
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+
+    /// Upstream slots this relay opens per endpoint, 1..maxConnections (default maxConnections).
+    #[arg(long)]
+    pub connections: Option<u64>,
+
+    /// Minimum wait after any upstream loss, ms (default 60000, as KA-16598 asks).
+    #[arg(long)]
+    pub reconnect_delay_ms: Option<u64>,
+
+    /// Random extra wait on top of each reconnect delay, ms (default a quarter of the delay,
+    /// at most 15000).
+    #[arg(long)]
+    pub reconnect_jitter_ms: Option<u64>,
+
+    /// Cap of the growing wait after repeated failures, ms (default 240000).
+    #[arg(long)]
+    pub max_reconnect_delay_ms: Option<u64>,
+
+    /// Silence after which an upstream connection counts as lost, ms; 0 = off (default 600000).
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Largest record accepted, in bytes (default 1 MiB).
+    #[arg(long)]
+    pub max_record_bytes: Option<u64>,
+
+    /// Recent hit ids remembered to drop duplicates; 0 = off (default 100000).
+    #[arg(long)]
+    pub dedup_window: Option<u64>,
+
+    /// Ask Live Stream for server-side smoothing (`smoothing=1`).
+    #[arg(long)]
+    pub smoothing: bool,
+
+    /// `smoothingBucketSize` in seconds, 1..7200 (only with --smoothing).
+    #[arg(long)]
+    pub smoothing_bucket_size: Option<u64>,
+
+    /// Where a new stream starts: smallest or largest (first connection only).
+    #[arg(long)]
+    pub reset: Option<String>,
+
+    /// An origin besides the upstream's own that may receive the token and API key on a
+    /// redirect, e.g. https://livestream-2.adobe.net. Repeatable.
+    #[arg(long = "redirect-origin", value_name = "ORIGIN")]
+    pub redirect_origins: Vec<String>,
+
+    /// Adobe IMS base URL; tokens come from POST {ims}/ims/token/v3.
+    #[arg(long, default_value = "https://ims-na1.adobelogin.com")]
+    pub ims_url: String,
+
+    /// OAuth server-to-server client id (also the x-api-key). Its secret comes from
+    /// LIVESTREAM_CLIENT_SECRET.
+    #[arg(long)]
+    pub client_id: Option<String>,
+
+    /// OAuth scopes, comma-separated, as on the credential's page in the Developer Console.
+    #[arg(long)]
+    pub scope: Option<String>,
+
+    /// Address to listen on for downstream clients; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8788")]
+    pub listen: SocketAddr,
+
+    /// Allow a non-loopback --listen without LIVESTREAM_RELAY_TOKEN (anyone who can reach
+    /// the port reads the stream).
+    #[arg(long)]
+    pub insecure_open: bool,
+
+    /// An origin allowed to read the stream cross-origin (CORS), e.g. https://dash.example.com.
+    /// Repeatable. Same-origin pages need nothing.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
+    /// Serve static files (the demo page) from this directory at `/`.
+    #[arg(long)]
+    pub www: Option<PathBuf>,
+
+    /// Serve an extra directory under a URL prefix, e.g. `/pkg=./pkg`. Repeatable.
+    #[arg(long = "mount", value_name = "/PREFIX=DIR", value_parser = parse_mount)]
+    pub mounts: Vec<(String, PathBuf)>,
+
+    /// Records each new downstream client receives first (the most recent ones).
+    #[arg(long, default_value_t = 5000)]
+    pub replay: usize,
+
+    /// Live segments a downstream client may fall behind before it is cut (~3 s at the
+    /// default --flush-ms). The last this many segments stay in memory, shared by all
+    /// clients, so this also bounds the relay's memory (a segment holds at most 256 KiB of
+    /// records and their compressed form).
+    #[arg(long, default_value_t = 64)]
+    pub client_queue: usize,
+
+    /// Most downstream TCP connections served at once; more are answered 503 and closed
+    /// (keep it below the descriptor limit, `ulimit -n`).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// Kernel send buffer per downstream socket, bytes (bounds kernel memory per client and
+    /// how much a stalled client can absorb before its queue counts; 0 = the OS default).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub client_sndbuf: usize,
+
+    /// Records are gathered for at most this long (ms) into one segment, which is
+    /// compressed once and written once per client; 0 publishes every upstream chunk as it
+    /// comes. Fewer, larger segments mean fewer writes per client and better compression.
+    #[arg(long, default_value_t = 50)]
+    pub flush_ms: u64,
+
+    /// gzip level of the downstream stream, 0..9 (compressed once for all clients).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub gzip_level: u32,
+
+    /// Benchmark baseline only: compress separately for every client, as a naive relay would.
+    #[arg(long, hide = true)]
+    pub naive_per_client_gzip: bool,
+
+    /// Do not log to stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
+    let (prefix, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected /PREFIX=DIR, got {s:?}"))?;
+    if !prefix.starts_with('/') || dir.is_empty() {
+        return Err(format!(
+            "expected /PREFIX=DIR with a prefix starting with '/', got {s:?}"
+        ));
+    }
+    Ok((
+        format!("{}/", prefix.trim_end_matches('/')),
+        PathBuf::from(dir),
+    ))
+}
+
+/// Secrets, read from the environment by the binary (tests pass them directly).
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// LIVESTREAM_CLIENT_SECRET: the IMS client secret.
+    pub client_secret: Option<String>,
+    /// LIVESTREAM_TOKEN: a fixed upstream access token (instead of IMS).
+    pub token: Option<String>,
+    /// LIVESTREAM_API_KEY: x-api-key, when it is not the client id.
+    pub api_key: Option<String>,
+    /// LIVESTREAM_RELAY_TOKEN: the bearer token downstream clients must present.
+    pub relay_token: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Secrets")
+            .field("client_secret", &set(&self.client_secret))
+            .field("token", &set(&self.token))
+            .field("api_key", &set(&self.api_key))
+            .field("relay_token", &set(&self.relay_token))
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Reads the four LIVESTREAM_* variables; empty values count as unset.
+    pub fn from_env() -> Secrets {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Secrets {
+            client_secret: var("LIVESTREAM_CLIENT_SECRET"),
+            token: var("LIVESTREAM_TOKEN"),
+            api_key: var("LIVESTREAM_API_KEY"),
+            relay_token: var("LIVESTREAM_RELAY_TOKEN"),
+        }
+    }
+}
+
+/// The downstream name of an upstream URL: its last non-empty path segment.
+pub fn stream_name(url: &str) -> Option<String> {
+    let no_frag = url.split('#').next()?;
+    let path = no_frag.split('?').next()?;
+    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
+    let (_, path) = after_scheme.split_once('/')?;
+    let name = path.trim_end_matches('/').rsplit('/').next()?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_last_segments() {
+        assert_eq!(
+            stream_name("https://livestream.adobe.net/api/1/stream/my-end_point.1?x=1#f")
+                .as_deref(),
+            Some("my-end_point.1")
+        );
+        assert_eq!(stream_name("http://h/a/b/").as_deref(), Some("b"));
+        assert_eq!(stream_name("http://h"), None);
+        assert_eq!(stream_name("http://h/a/b%20c"), None);
+    }
+
+    #[test]
+    fn secrets_never_debug_print() {
+        let s = Secrets {
+            client_secret: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
