@@ -31,17 +31,19 @@ done
 
 bash scripts/setup.sh
 bash scripts/build-pkg.sh
-echo "[start] building the emulator (release)"
-cargo build --release --quiet -p livestream-emulator
-emulator=target/release/livestream-emulator
+echo "[start] building the emulator and the relay (native profile)"
+if [ -f relay/Cargo.toml ]; then
+  cargo build --profile native --quiet -p livestream-emulator -p livestream-relay
+else
+  cargo build --profile native --quiet -p livestream-emulator
+fi
+emulator=target/native/livestream-emulator
 listen="${LIVESTREAM_LISTEN:-127.0.0.1:8787}"
 static=(--www www --mount /pkg/=pkg --mount /vendor/uplot/=node_modules/uplot/dist)
 
 relay="${LIVESTREAM_RELAY_BIN:-}"
 if [ "$direct" = 0 ] && [ -z "$relay" ]; then
   if [ -f relay/Cargo.toml ]; then
-    echo "[start] building the relay (native profile)"
-    cargo build --profile native --quiet -p livestream-relay
     relay=target/native/livestream-relay
   else
     echo "[start] no relay/ crate in this checkout: the emulator serves the page directly"

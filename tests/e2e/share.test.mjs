@@ -17,7 +17,9 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.LIVESTREAM_EMULATOR_BIN || join(ROOT, "target/release/livestream-emulator");
+const BIN = process.env.LIVESTREAM_EMULATOR_BIN ||
+  ["native", "release"].map((p) => join(ROOT, `target/${p}/livestream-emulator`)).find((f) => existsSync(f)) ||
+  join(ROOT, "target/native/livestream-emulator");
 const PKG = process.env.LIVESTREAM_PKG_DIR || join(ROOT, "pkg");
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const DELAY = 2000;

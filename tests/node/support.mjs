@@ -1,6 +1,6 @@
 // Helpers of the package tests: start the emulator, pack and install the package, run
 // commands. Needs a built pkg/ (scripts/build-pkg.sh) and the emulator binary
-// (LIVESTREAM_EMULATOR_BIN, else target/release or target/debug).
+// (LIVESTREAM_EMULATOR_BIN, else target/native, target/release or target/debug).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -35,12 +35,13 @@ export function run(cmd, args, opts = {}) {
 function emulatorBinary() {
   const candidates = [
     process.env.LIVESTREAM_EMULATOR_BIN,
+    join(repo, "target/native/livestream-emulator"),
     join(repo, "target/release/livestream-emulator"),
     join(repo, "target/debug/livestream-emulator"),
   ].filter(Boolean);
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    throw new Error(`no livestream-emulator binary: build it (cargo build --release -p livestream-emulator) or set LIVESTREAM_EMULATOR_BIN; looked at ${candidates.join(", ")}`);
+    throw new Error(`no livestream-emulator binary: build it (cargo build --profile native -p livestream-emulator) or set LIVESTREAM_EMULATOR_BIN; looked at ${candidates.join(", ")}`);
   }
   return found;
 }
