@@ -121,6 +121,8 @@ export class LiveStream {
   #shareWanted = false;
   #share = null;
   #leaderStats = null;
+  #pumping = false;
+  #pumpAgain = false;
 
   /**
    * Checks the options and prepares the client; nothing is requested before `start()`.
@@ -185,6 +187,7 @@ export class LiveStream {
     this.#fetch = fetchImpl;
     memory ??= wasmMemory();
     this.#layoutPtr = this.#engine.layout();
+    this.#lastStats = this.#engine.stats(now(), Date.now());
     if (signal) {
       this.#signal = signal;
       if (signal.aborted) {
@@ -411,41 +414,69 @@ export class LiveStream {
     this.#finishIterator();
   }
 
-  /** Carries out every output the engine has queued. */
+  /**
+   * Carries out every output the engine has queued, in the engine's order. Not re-entrant:
+   * an output carried out here may make the engine queue more at once (a token function
+   * that throws synchronously, a fetch that throws, a callback that calls `start()`); those
+   * are drained after the current ones, so callbacks never see a later status first. Once
+   * `close()` ran (inside a callback) or the engine was lost, nothing more is carried out:
+   * no request is started after `close()`.
+   */
   #pump() {
-    const outputs = this.#call((e) => e.drain());
-    if (!outputs) return;
-    for (const o of outputs) {
-      switch (o.type) {
-        case "connect":
-          this.#connect(o);
-          break;
-        case "read":
-        case "readError": {
-          const a = this.#attempts.get(o.attempt);
-          if (a) a.next = o;
-          break;
+    if (this.#pumping) {
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#pumping = true;
+    let statuses = false;
+    try {
+      do {
+        this.#pumpAgain = false;
+        const outputs = this.#call((e) => e.drain());
+        if (!outputs) return;
+        for (const o of outputs) {
+          if (this.#closing || this.#dead) return;
+          if (o.type === "status") statuses = true;
+          this.#carryOut(o);
         }
-        case "abort":
-          this.#abort(o.attempt);
-          break;
-        case "status":
-          if (this.#share) {
-            if (o.status.state === "waiting") this.#share.noteLoss();
-            this.#share.post({ t: "status", v: o.status, lastLoss: this.#share.lastLoss });
-          }
-          this.#invoke("onStatus", o.status);
-          break;
-        case "error":
-          if (o.error.fatal) this.#fatal = o.error;
-          this.#share?.post({ t: "error", v: o.error });
-          this.#invoke("onError", o.error);
-          if (o.error.fatal) this.#finishIterator();
-          break;
-        case "wait":
-          this.#arm(o.at);
-          break;
+      } while (this.#pumpAgain);
+    } finally {
+      this.#pumping = false;
+      // Keep the last known state of each slot, for `stats` after a panic.
+      if (statuses && !this.#closing && !this.#dead) this.#lastStats = this.#call((e) => e.stats(now(), Date.now())) ?? this.#lastStats;
+    }
+  }
+
+  #carryOut(o) {
+    switch (o.type) {
+      case "connect":
+        this.#connect(o);
+        break;
+      case "read":
+      case "readError": {
+        const a = this.#attempts.get(o.attempt);
+        if (a) a.next = o;
+        break;
       }
+      case "abort":
+        this.#abort(o.attempt);
+        break;
+      case "status":
+        if (this.#share) {
+          if (o.status.state === "waiting") this.#share.noteLoss();
+          this.#share.post({ t: "status", v: o.status, lastLoss: this.#share.lastLoss });
+        }
+        this.#invoke("onStatus", o.status);
+        break;
+      case "error":
+        if (o.error.fatal) this.#fatal = o.error;
+        this.#share?.post({ t: "error", v: o.error });
+        this.#invoke("onError", o.error);
+        if (o.error.fatal) this.#finishIterator();
+        break;
+      case "wait":
+        this.#arm(o.at);
+        break;
     }
   }
 
