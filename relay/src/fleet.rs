@@ -299,6 +299,9 @@ impl Keys {
 pub(crate) struct LeaseClock {
     base: TokioInstant,
     until_ms: AtomicU64,
+    /// Set the first time the lease was found expired: final (a later renewal that Redis
+    /// accepts does not revive an ownership whose connection was already stopped).
+    lapsed: AtomicBool,
 }
 
 impl LeaseClock {
@@ -307,12 +310,16 @@ impl LeaseClock {
         let c = LeaseClock {
             base,
             until_ms: AtomicU64::new(0),
+            lapsed: AtomicBool::new(false),
         };
         c.extend(until);
         c
     }
 
     fn extend(&self, until: TokioInstant) {
+        if self.lapsed.load(Relaxed) {
+            return;
+        }
         let ms = until.saturating_duration_since(self.base).as_millis() as u64;
         self.until_ms.fetch_max(ms, Relaxed);
     }
@@ -324,7 +331,14 @@ impl LeaseClock {
 
     /// True while the lease is surely still this relay's.
     pub(crate) fn valid(&self) -> bool {
-        TokioInstant::now() < self.deadline()
+        if self.lapsed.load(Relaxed) {
+            return false;
+        }
+        if TokioInstant::now() >= self.deadline() {
+            self.lapsed.store(true, Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -884,6 +898,19 @@ impl FleetStream {
         }))
     }
 
+    /// The current holder of `slot`'s lease (relay id, token), if any.
+    async fn holder(&self, slot: usize) -> redis::RedisResult<Option<(String, u64)>> {
+        let k = self.keys.slot("lease", slot);
+        let v: Option<String> = self
+            .control
+            .run(|mut c| async move { c.get(&k).await })
+            .await?;
+        Ok(v.map(|v| match v.rsplit_once(' ') {
+            Some((o, t)) => (o.to_string(), t.parse().unwrap_or(0)),
+            None => (v, 0),
+        }))
+    }
+
     async fn renew(&self, slot: usize, value: &str, token: u64) -> redis::RedisResult<i64> {
         let keys = [self.keys.slot("lease", slot), self.keys.slot("fence", slot)];
         let args = [
@@ -909,9 +936,27 @@ impl FleetStream {
     ) {
         let every = self.opts.lease_ttl / 3;
         self.set_standby(slot, "looking for the slot's lease in Redis".into());
+        // When this relay last saw another relay hold the lease: that lease may live until
+        // then + TTL even if Redis forgot it (restarted empty), and its owner may re-create
+        // it; so no attempt to acquire before.
+        let mut held_seen: Option<TokioInstant> = None;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if held_seen.is_some_and(|t| t.elapsed() < self.opts.lease_ttl) {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => {}
+                }
+                // Still look (a renewal by the owner keeps it fresh).
+                if let Ok(Some((owner, token))) = self.holder(slot).await {
+                    if owner != self.id {
+                        held_seen = Some(TokioInstant::now());
+                        self.set_lease(slot, false, token);
+                    }
+                }
+                continue;
             }
             match self.acquire(slot).await {
                 Ok(Acquired::Granted(g)) => {
@@ -922,6 +967,9 @@ impl FleetStream {
                 Ok(Acquired::Held(v)) => {
                     let (owner, token) = v.rsplit_once(' ').unwrap_or((v.as_str(), "0"));
                     let token = token.parse().unwrap_or(0);
+                    if owner != self.id {
+                        held_seen = Some(TokioInstant::now());
+                    }
                     {
                         let mut m = self.slots.lock().expect("fleet lock");
                         m[slot].max_token = m[slot].max_token.max(token);
@@ -1029,7 +1077,8 @@ impl FleetStream {
                         Ok(1) | Ok(2) => lease.extend(sent + ttl - self.margin()),
                         Ok(_) => break Some("renewal refused: another relay holds the lease"),
                         Err(_) if !lease.valid() => break Some("no renewal in time: Redis did not answer"),
-                        Err(_) => {}
+                        // Redis away: try again soon, the lease's clock is running.
+                        Err(_) => next_renewal = TokioInstant::now() + Duration::from_millis(100),
                     }
                     if !lease.valid() {
                         break Some("no renewal in time");
@@ -1060,6 +1109,14 @@ impl FleetStream {
                 self.sm.fleet.lease_losses.fetch_add(1, Relaxed);
                 self.log(slot, &format!("lease-lost token={} why={why:?}", g.token));
                 self.set_standby(slot, format!("lost the lease: {why}"));
+                // If Redis still has it as ours, free it (the next owner, maybe this relay,
+                // then waits from the recorded loss rather than from the lease's expiry).
+                let (tx, _rx) = oneshot::channel();
+                self.queue(Op::Release {
+                    slot,
+                    value,
+                    done: tx,
+                });
                 false
             }
             None => {

@@ -117,6 +117,9 @@ pub struct FleetStats {
     pub stream_lag_ms: AtomicU64,
 }
 
+/// Writes one Prometheus family: name, type, help, (labels, value) rows.
+type Family<'a> = dyn FnMut(&str, &str, &str, Vec<(String, String)>) + 'a;
+
 /// Everything `/metrics`, `/status` and `/healthz` report.
 pub struct RelayMetrics {
     /// Per upstream stream, in `--upstream` order.
@@ -382,7 +385,7 @@ impl RelayMetrics {
     }
 
     /// The `livestream_relay_fleet_*` families (fleet mode only).
-    fn fleet_families(&self, family: &mut dyn FnMut(&str, &str, &str, Vec<(String, String)>)) {
+    fn fleet_families(&self, family: &mut Family<'_>) {
         let per = |f: &dyn Fn(&FleetStats) -> u64| {
             self.streams
                 .iter()
