@@ -149,6 +149,25 @@ pub struct Cli {
     /// Do not log to stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Fleet mode: several relays share one upstream connection per slot through this Redis
+    /// (or Valkey), `redis://HOST:PORT[/DB]` (see relay/README.md, "Fleet mode").
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// Fleet mode: lifetime of a slot lease; the owner renews it every third of it and stops
+    /// its upstream connection once it could not renew for this long (minus a margin).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ttl_ms: u64,
+
+    /// Fleet mode: prefix of every Redis key (relays of one fleet share it).
+    #[arg(long, default_value = "livestream-relay")]
+    pub fleet_prefix: String,
+
+    /// Fleet mode: entries (batches of records) kept in each stream's Redis Stream
+    /// (`XADD … MAXLEN ~ N`).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    pub fleet_stream_max: u64,
 }
 
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod fleet;
 pub mod hub;
 pub mod metrics;
 pub mod server;
@@ -53,6 +54,8 @@ pub struct Relay {
     server: JoinHandle<()>,
     renewer: Option<JoinHandle<()>>,
     watchdogs: Vec<JoinHandle<()>>,
+    /// Fleet mode: the Redis writers, stopped once everything else finished.
+    writers: Vec<JoinHandle<()>>,
 }
 
 /// The command-line flag of a core option, for error messages.
@@ -160,7 +163,21 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         .iter()
         .map(|(n, _)| Arc::new(StreamMetrics::new(n)))
         .collect();
-    let metrics = Arc::new(RelayMetrics::new(streams.clone(), token_source));
+    if let Some(url) = &cli.redis {
+        fleet::check_url(url)?;
+    }
+    let fleet_opts = cli.redis.as_ref().map(|url| fleet::FleetOptions {
+        url: url.clone(),
+        prefix: cli.fleet_prefix.clone(),
+        lease_ttl: Duration::from_millis(cli.lease_ttl_ms),
+        stream_max: cli.fleet_stream_max,
+        replay: cli.replay,
+        flush: Duration::from_millis(cli.flush_ms),
+        quiet: cli.quiet,
+    });
+    let mut relay_metrics = RelayMetrics::new(streams.clone(), token_source);
+    relay_metrics.fleet_id = fleet_opts.as_ref().map(|_| fleet::relay_id());
+    let metrics = Arc::new(relay_metrics);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(30))
@@ -203,6 +220,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
     let mut hubs = HashMap::new();
     let mut upstreams = Vec::new();
     let mut watchdogs = Vec::new();
+    let mut writers = Vec::new();
     for (i, (name, config)) in configs.into_iter().enumerate() {
         let sm = streams[i].clone();
         let hub = Arc::new(Hub::new(
@@ -211,7 +229,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
             cli.gzip_level,
             sm.clone(),
         ));
-        hubs.insert(name, (hub.clone(), sm.clone()));
+        hubs.insert(name.clone(), (hub.clone(), sm.clone()));
         let watchdog = hub.clone();
         watchdogs.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(LAG_CHECK);
@@ -220,6 +238,26 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
                 watchdog.cut_laggards();
             }
         }));
+        if let (Some(opts), Some(id)) = (&fleet_opts, &metrics.fleet_id) {
+            let parts = fleet::DriverParts {
+                config,
+                tokens: tokens.clone(),
+                http: http.clone(),
+            };
+            let (tasks, writer) = fleet::start_stream(
+                opts,
+                id,
+                &name,
+                hub,
+                sm,
+                metrics.clone(),
+                parts,
+                shutdown_rx.clone(),
+            );
+            upstreams.extend(tasks);
+            writers.push(writer);
+            continue;
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -234,7 +272,10 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
             cli.quiet,
             Duration::from_millis(cli.flush_ms),
         );
-        upstreams.push(tokio::spawn(up.run(shutdown_rx.clone())));
+        let rx = shutdown_rx.clone();
+        upstreams.push(tokio::spawn(async move {
+            up.run(rx).await;
+        }));
     }
     let renewer = ims.map(|ims| tokio::spawn(ims.keep_fresh(cli.quiet)));
     let downstream = Arc::new(Downstream {
@@ -260,6 +301,7 @@ pub async fn start(cli: Cli, secrets: Secrets) -> Result<Relay, String> {
         server,
         renewer,
         watchdogs,
+        writers,
     })
 }
 
@@ -370,6 +412,9 @@ impl Relay {
             r.abort();
         }
         for w in self.watchdogs {
+            w.abort();
+        }
+        for w in self.writers {
             w.abort();
         }
     }

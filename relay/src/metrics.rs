@@ -67,6 +67,8 @@ pub struct StreamMetrics {
     pub upstream_errors: AtomicU64,
     /// The core's view of the slots.
     pub upstream: Mutex<UpstreamView>,
+    /// Fleet mode (`--redis`): leases, fencing and the Redis Stream of this stream.
+    pub fleet: FleetStats,
 }
 
 impl StreamMetrics {
@@ -89,6 +91,35 @@ impl StreamMetrics {
     }
 }
 
+/// Fleet mode (`--redis`): one stream's leases, fencing and Redis Stream, as this relay
+/// sees them.
+#[derive(Default)]
+pub struct FleetStats {
+    /// Per slot: (this relay holds its lease, the fencing token last seen for it).
+    pub leases: Mutex<Vec<(bool, u64)>>,
+    /// Slots this relay took over from a previous owner.
+    pub handovers: AtomicU64,
+    /// Leases this relay lost (refused renewal, or no renewal in time).
+    pub lease_losses: AtomicU64,
+    /// Writes of this relay refused by the fencing check (it was a stale owner).
+    pub fenced_refusals: AtomicU64,
+    /// Records this relay appended to the Redis Stream as an owner.
+    pub records_appended: AtomicU64,
+    /// Records read from the Redis Stream and handed to the local fan-out.
+    pub records_read: AtomicU64,
+    /// Records read from the Redis Stream and dropped as already delivered.
+    pub duplicates_dropped: AtomicU64,
+    /// Batches dropped because the write queue to Redis was full.
+    pub batches_dropped: AtomicU64,
+    /// Entries in the Redis Stream (last `XLEN`).
+    pub stream_length: AtomicU64,
+    /// Milliseconds between the newest entry read and the moment it was read.
+    pub stream_lag_ms: AtomicU64,
+}
+
+/// Writes one Prometheus family: name, type, help, (labels, value) rows.
+type Family<'a> = dyn FnMut(&str, &str, &str, Vec<(String, String)>) + 'a;
+
 /// Everything `/metrics`, `/status` and `/healthz` report.
 pub struct RelayMetrics {
     /// Per upstream stream, in `--upstream` order.
@@ -101,10 +132,24 @@ pub struct RelayMetrics {
     pub shutting_down: AtomicBool,
     /// Where tokens come from: `ims` or `fixed`.
     pub token_source: &'static str,
+    /// Fleet mode: this relay's id in the fleet (`None`: the relay runs alone).
+    pub fleet_id: Option<String>,
+    /// Fleet mode: Redis answered the last command.
+    pub redis_up: AtomicBool,
+    /// Fleet mode: why Redis is unavailable, while it is.
+    pub redis_error: Mutex<Option<String>>,
     started: Instant,
 }
 
-const STATES: [&str; 6] = ["idle", "connecting", "open", "waiting", "closed", "failed"];
+const STATES: [&str; 7] = [
+    "idle",
+    "connecting",
+    "open",
+    "waiting",
+    "closed",
+    "failed",
+    "standby",
+];
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -121,6 +166,9 @@ impl RelayMetrics {
             token_failures: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             token_source,
+            fleet_id: None,
+            redis_up: AtomicBool::new(false),
+            redis_error: Mutex::new(None),
             started: Instant::now(),
         }
     }
@@ -135,6 +183,18 @@ impl RelayMetrics {
             if let Some(why) = &s.upstream.lock().expect("metrics lock").failed {
                 return (false, format!("upstream {} failed: {why}", s.name));
             }
+        }
+        if self.fleet_id.is_some() && !self.redis_up.load(Relaxed) {
+            // Still serving what it has (and an owner keeps reading while its lease is
+            // valid), so not a reason for a load balancer to take this relay out.
+            let why = self.redis_error.lock().expect("metrics lock").clone();
+            return (
+                true,
+                format!(
+                    "ok (degraded: Redis unavailable: {})",
+                    why.unwrap_or_else(|| "not connected yet".into())
+                ),
+            );
         }
         (true, "ok".into())
     }
@@ -312,6 +372,9 @@ impl RelayMetrics {
             "Failed IMS token requests.",
             vec![(String::new(), self.token_failures.load(Relaxed).to_string())],
         );
+        if self.fleet_id.is_some() {
+            self.fleet_families(&mut family);
+        }
         family(
             "livestream_relay_up",
             "gauge",
@@ -319,6 +382,109 @@ impl RelayMetrics {
             vec![(String::new(), u8::from(self.health().0).to_string())],
         );
         o
+    }
+
+    /// The `livestream_relay_fleet_*` families (fleet mode only).
+    fn fleet_families(&self, family: &mut Family<'_>) {
+        let per = |f: &dyn Fn(&FleetStats) -> u64| {
+            self.streams
+                .iter()
+                .map(|s| {
+                    (
+                        format!("{{stream=\"{}\"}}", label(&s.name)),
+                        f(&s.fleet).to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let per_slot = |f: &dyn Fn(&(bool, u64)) -> u64| {
+            let mut rows = Vec::new();
+            for s in &self.streams {
+                let leases = s.fleet.leases.lock().expect("metrics lock");
+                for (i, l) in leases.iter().enumerate() {
+                    rows.push((
+                        format!("{{stream=\"{}\",slot=\"{i}\"}}", label(&s.name)),
+                        f(l).to_string(),
+                    ));
+                }
+            }
+            rows
+        };
+        family(
+            "livestream_relay_fleet_redis_up",
+            "gauge",
+            "1 while Redis answers (fleet mode).",
+            vec![(
+                String::new(),
+                u8::from(self.redis_up.load(Relaxed)).to_string(),
+            )],
+        );
+        family(
+            "livestream_relay_fleet_lease_held",
+            "gauge",
+            "1 for each upstream slot whose lease this relay holds.",
+            per_slot(&|l| u64::from(l.0)),
+        );
+        family(
+            "livestream_relay_fleet_fencing_token",
+            "gauge",
+            "The fencing token of each slot's current owner, as last seen.",
+            per_slot(&|l| l.1),
+        );
+        family(
+            "livestream_relay_fleet_handovers_total",
+            "counter",
+            "Slots this relay took over from a previous owner.",
+            per(&|f| f.handovers.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_lease_losses_total",
+            "counter",
+            "Leases this relay lost (renewal refused or not in time).",
+            per(&|f| f.lease_losses.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_fenced_writes_total",
+            "counter",
+            "Writes of this relay refused by the fencing check (a stale owner).",
+            per(&|f| f.fenced_refusals.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_records_appended_total",
+            "counter",
+            "Records this relay appended to the Redis Stream as a slot owner.",
+            per(&|f| f.records_appended.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_records_read_total",
+            "counter",
+            "Records read from the Redis Stream and fanned out here.",
+            per(&|f| f.records_read.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_duplicates_dropped_total",
+            "counter",
+            "Records read from the Redis Stream and dropped as already delivered.",
+            per(&|f| f.duplicates_dropped.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_batches_dropped_total",
+            "counter",
+            "Record batches dropped because the write queue to Redis was full.",
+            per(&|f| f.batches_dropped.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_stream_length",
+            "gauge",
+            "Entries (record batches) in the Redis Stream.",
+            per(&|f| f.stream_length.load(Relaxed)),
+        );
+        family(
+            "livestream_relay_fleet_stream_lag_ms",
+            "gauge",
+            "Age of the newest Stream entry when this relay read it (ms).",
+            per(&|f| f.stream_lag_ms.load(Relaxed)),
+        );
     }
 
     /// The small JSON document the demo page shows.

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use livestream_wasm::core::{
-    AttemptId, Client, Event, HitSink, Instant, Output, RecordInfo, ResponseHead, SlotId,
+    AttemptId, Client, Event, HitSink, Instant, Output, RecordInfo, ResponseHead, SlotId, SlotState,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::fleet::OwnerLink;
 use crate::hub::Hub;
 use crate::metrics::{SlotView, StreamMetrics, UpstreamView};
 use crate::tokens::{error_chain, Tokens};
@@ -81,6 +82,13 @@ pub struct Upstream {
     pending: Collect,
     pending_since: Option<tokio::time::Instant>,
     flush: Duration,
+    /// Fleet mode: this driver runs one slot for the relay that holds its lease; records go
+    /// to the Redis Stream (fenced), not to the hub.
+    owner: Option<OwnerLink>,
+    /// Fleet mode: counters already added to the stream's view (deltas are added).
+    reported: (u64, u64, u64, u64, u64),
+    /// A request of this driver is under way or open (fleet mode: a loss must be recorded).
+    connected: bool,
 }
 
 impl Upstream {
@@ -110,7 +118,23 @@ impl Upstream {
             attempts: HashMap::new(),
             sent_tokens: HashMap::new(),
             base: tokio::time::Instant::now(),
+            owner: None,
+            reported: (0, 0, 0, 0, 0),
+            connected: false,
         }
+    }
+
+    /// Fleet mode: the driver of one slot owned by this relay (`client` has one slot);
+    /// records go through `owner` to the Redis Stream.
+    pub(crate) fn owned(mut self, owner: OwnerLink) -> Upstream {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Fleet mode: false once the lease may have expired; the driver then stops at once
+    /// (it must never keep reading as a stale owner).
+    fn lease_valid(&self) -> bool {
+        self.owner.as_ref().is_none_or(|o| o.lease.valid())
     }
 
     fn now(&self) -> Instant {
@@ -120,12 +144,35 @@ impl Upstream {
     /// Runs until `shutdown` turns true: then closes the core (aborting every request, so
     /// that Live Stream sees the connection end and frees the slot) and the hub (ending every
     /// downstream stream cleanly).
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    ///
+    /// Fleet mode: also stops as soon as the lease may have expired; returns whether an
+    /// upstream request was under way or open when it stopped (a loss to record).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> bool {
         let (tx, mut rx) = mpsc::channel::<Input>(64);
         let mut last_snapshot = tokio::time::Instant::now();
         self.base = tokio::time::Instant::now();
-        self.client.start(self.now());
+        match self.owner.as_ref().and_then(|o| o.last_loss_wall_ms) {
+            // A hand-over: no sooner than reconnectDelayMs after the last loss (KA-16598).
+            // The core's clock starts at 0 here, so the timeline is shifted back by the time
+            // since the loss, which then sits at 0.
+            Some(loss) => {
+                let ago = wall_ms().saturating_sub(loss);
+                let delay = self.client.config().reconnect_delay.as_millis() as u64;
+                match self.base.checked_sub(Duration::from_millis(ago)) {
+                    Some(base) if ago < delay => {
+                        self.base = base;
+                        let now = self.now();
+                        self.client.start_after(now, Some(Instant::ZERO));
+                    }
+                    _ => self.client.start(self.now()),
+                }
+            }
+            None => self.client.start(self.now()),
+        }
         loop {
+            if !self.lease_valid() {
+                break;
+            }
             let (wake, changed) = self.carry_out(&tx);
             if changed || last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                 self.snapshot();
@@ -136,11 +183,21 @@ impl Upstream {
             }
             let wake = wake.map(|t| self.base + Duration::from_millis(t.as_millis()));
             let flush_at = self.pending_since.map(|t| t + self.flush);
+            let lease_end = self.owner.as_ref().map(|o| o.lease.deadline());
             tokio::select! {
+                // Fleet mode: re-checked at the top of the loop (a renewal may have moved it).
+                _ = tokio::time::sleep_until(lease_end.unwrap_or(self.base)), if lease_end.is_some() => {}
                 _ = tokio::time::sleep_until(flush_at.unwrap_or(self.base)), if flush_at.is_some() => {
                     self.publish();
                 }
-                Some(input) = rx.recv() => self.feed(input, &tx),
+                Some(input) = rx.recv() => {
+                    // After a pause (SIGSTOP, a long GC-like stall) data may be waiting while
+                    // the lease already expired: never read it as a stale owner.
+                    if !self.lease_valid() {
+                        break;
+                    }
+                    self.feed(input, &tx)
+                }
                 _ = tokio::time::sleep_until(wake.unwrap_or(self.base)), if wake.is_some() => {
                     let now = self.now();
                     self.client.handle_timeout(now);
@@ -157,7 +214,10 @@ impl Upstream {
         }
         self.publish();
         self.snapshot();
-        self.hub.close();
+        if self.owner.is_none() {
+            self.hub.close();
+        }
+        self.connected
     }
 
     /// Carries out every queued output of the core; returns its `Wait` instant and whether a
@@ -173,7 +233,17 @@ impl Upstream {
                         .then(|| self.sent_tokens.get(&req.slot).cloned())
                         .flatten();
                     let (tokens, tx2, id) = (self.tokens.clone(), tx.clone(), req.attempt);
+                    self.connected = true;
+                    let mark = self.owner.as_ref().map(|o| o.mark_connecting());
                     let task = tokio::spawn(async move {
+                        // Fleet mode: the fleet learns of the connection before Live Stream
+                        // does, so a later owner never mistakes it for an old loss.
+                        if let Some(mark) = mark {
+                            if let Err(message) = mark.await {
+                                let _ = tx2.send(Input::TokenError { id, message }).await;
+                                return;
+                            }
+                        }
                         let input = match tokens.get(refused.as_deref()).await {
                             Ok(token) => Input::Token { id, token },
                             Err(message) => Input::TokenError { id, message },
@@ -201,6 +271,16 @@ impl Upstream {
                 }
                 Output::Event(Event::Status(s)) => {
                     changed = true;
+                    let live = matches!(s.state, SlotState::Connecting | SlotState::Open);
+                    if self.connected && !live {
+                        self.connected = false;
+                        if let Some(o) = &self.owner {
+                            o.record_loss(wall_ms());
+                        }
+                    }
+                    if let Some(o) = &self.owner {
+                        o.log_status(s.state.as_str(), s.http_status);
+                    }
                     if !self.quiet {
                         let code = s.http_status.map(|c| format!(" ({c})")).unwrap_or_default();
                         eprintln!(
@@ -312,14 +392,47 @@ impl Upstream {
         self.metrics
             .records_in
             .fetch_add(ends.len() as u64, Relaxed);
-        self.hub.publish(raw, ends);
+        match &self.owner {
+            Some(o) => o.append(raw, ends),
+            None => self.hub.publish(raw, ends),
+        }
     }
 
     /// Publishes the core's slot states and counters for `/metrics`, `/status`, `/healthz`.
-    fn snapshot(&self) {
+    fn snapshot(&mut self) {
         let st = self.client.stats();
         let now = self.now();
         let mut u = self.metrics.upstream.lock().expect("metrics lock");
+        if let Some(o) = &self.owner {
+            // One slot of the stream's view; counters as deltas (one driver per ownership).
+            let s = &st.slots[0];
+            let view = SlotView {
+                state: s.state.as_str(),
+                http_status: s.http_status,
+                reason: s.reason.clone(),
+                retry_in_ms: s.next_attempt_at.map(|t| (t - now).as_millis() as u64),
+            };
+            if u.slots.len() <= o.slot {
+                u.slots.resize(o.slot + 1, SlotView::default());
+            }
+            u.slots[o.slot] = view;
+            let c = (
+                st.reconnects,
+                st.connects,
+                st.duplicates,
+                st.malformed,
+                st.oversized,
+            );
+            let r = self.reported;
+            u.reconnects += c.0 - r.0;
+            u.connects += c.1 - r.1;
+            u.duplicates += c.2 - r.2;
+            u.malformed += c.3 - r.3;
+            u.oversized += c.4 - r.4;
+            drop(u);
+            self.reported = c;
+            return;
+        }
         let failed = u.failed.take();
         *u = UpstreamView {
             slots: st
@@ -340,6 +453,14 @@ impl Upstream {
             oversized: st.oversized,
         };
     }
+}
+
+/// Unix time in milliseconds (what the fleet records in Redis).
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// One upstream request: send it, report the head, then read the body as the core decides
