@@ -32,10 +32,10 @@ if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "$WASM_PACK_VERS
   cargo install --locked --force wasm-pack --version "$WASM_PACK_VERSION"
 fi
 
-# 4. Chromium and its driver from Debian, for the browser tests and the demo-page test, and
+# 4. Chromium from Debian, for the browser tests and the demo-page test (playwright-core), and
 #    a small CJK font so that screenshots of Japanese page names show text, not boxes;
 #    redis-server for the relay's fleet-mode tests (they start it on a free loopback port).
-apt_packages=(chromium chromium-driver fonts-wqy-microhei redis-server)
+apt_packages=(chromium fonts-wqy-microhei redis-server)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
