@@ -54,7 +54,11 @@ test(`chaos soak: ${SECS} s, every record once, no early reconnect`, { timeout: 
         connecting++;
         const lost = losses.get(s.connection);
         // A redirect hop or a fresh-token retry would continue an attempt; neither happens here.
-        if (lost !== undefined && now - lost < DELAY - 1) early.push(now - lost);
+        // The loss is timed when its status reaches this callback, which can be a few ms after
+        // the instant the core counted from (the host delivers a chunk's hits first; the core
+        // works in whole ms): 5 ms of slack for that. The exact rule is tested in virtual
+        // time (tests/client.rs, fuzz/); this checks that the host keeps to it.
+        if (lost !== undefined && now - lost < DELAY - 5) early.push(now - lost);
       }
       state.set(s.connection, s.state);
       const busy = [...state.values()].filter((x) => x === "connecting" || x === "open").length;
