@@ -1,7 +1,7 @@
 //! livestream-wasm: a polite Adobe Analytics Live Stream client.
 //!
 //! The crate has two layers:
-//! - [`core`](crate::core): sans-IO logic (framing, exact 64-bit ids, de-duplication, status
+//! - [`core`]: sans-IO logic (framing, exact 64-bit ids, de-duplication, status
 //!   policy, reconnect timing). No I/O, no clock, no JavaScript types; time is injected, so
 //!   it runs and is tested natively and can drive a native relay as well as the browser.
 //! - [`crossing`]: how a chunk's hits are laid out in wasm memory for JavaScript (V8 string

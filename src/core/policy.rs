@@ -4,133 +4,86 @@
 
 use std::fmt;
 
-/// The kind of a problem, as the `code` of an `onError` event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// 400: a parameter is invalid.
-    BadRequest,
-    /// 401: token missing, wrong or expired.
-    Unauthorized,
-    /// 403: the credentials may not read this stream.
-    Forbidden,
-    /// 404: no such stream, or disabled after 90 days unused.
-    NotFound,
-    /// 405: not a GET.
-    MethodNotAllowed,
-    /// 406: no `Accept-Encoding: gzip`.
-    NotAcceptable,
-    /// 409: more clients than maxConnections, or different maxConnections values.
-    Conflict,
-    /// 429: too many requests.
-    TooManyRequests,
-    /// 500, 502, 504 and other 5xx: the service failed.
-    ServerError,
-    /// 503: no hits yet for the report suite, or the old slot is still held.
-    Unavailable,
-    /// 505: not HTTP/1.1.
-    HttpVersionNotSupported,
-    /// Any other status the API does not document.
-    UnexpectedStatus,
-    /// More redirects in a row than allowed.
-    TooManyRedirects,
-    /// A redirect without a usable `Location`.
-    BadRedirect,
-    /// A browser followed a redirect to another origin, which strips `Authorization`.
-    CrossOriginRedirect,
-    /// The request failed before a response (DNS, TCP, TLS, CORS, reset).
-    NetworkError,
-    /// No byte for `idleTimeoutMs`.
-    IdleTimeout,
-    /// The server ended the response body.
-    StreamEnded,
-    /// The token provider threw, rejected or returned an unusable token.
-    TokenError,
-    /// A record that is not one valid JSON object (or has a bad id).
-    MalformedRecord,
-    /// A record over `maxRecordBytes`.
-    OversizedRecord,
-    /// A record with invalid UTF-8 (delivered with U+FFFD).
-    InvalidUtf8,
-    /// An incomplete record left when a connection ended (discarded).
-    TruncatedRecord,
-    /// A gzip body that cannot be inflated.
-    GzipError,
-    /// A user callback threw or its promise rejected (reported by the host; the stream goes on).
-    CallbackError,
-    /// A bug inside the client (a Rust panic); the host stopped every client it affects.
-    InternalError,
-    /// A pull consumer fell behind its bounded buffer; new hits were dropped and counted.
-    ConsumerOverflow,
+/// Defines [`ErrorCode`], its `code` strings and [`ErrorCode::ALL`] from one list, so a code
+/// cannot be added to one and forgotten in another.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident => $code:literal,)*) => {
+        /// The kind of a problem, as the `code` of an `onError` event.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// The `code` string of the public APIs.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// Every code, in documentation order: the one list hosts and documents are
+            /// checked against.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The `code` string of the JavaScript API.
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            BadRequest => "bad_request",
-            Unauthorized => "unauthorized",
-            Forbidden => "forbidden",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            NotAcceptable => "not_acceptable",
-            Conflict => "conflict",
-            TooManyRequests => "too_many_requests",
-            ServerError => "server_error",
-            Unavailable => "unavailable",
-            HttpVersionNotSupported => "http_version_not_supported",
-            UnexpectedStatus => "unexpected_status",
-            TooManyRedirects => "too_many_redirects",
-            BadRedirect => "bad_redirect",
-            CrossOriginRedirect => "cross_origin_redirect",
-            NetworkError => "network_error",
-            IdleTimeout => "idle_timeout",
-            StreamEnded => "stream_ended",
-            TokenError => "token_error",
-            MalformedRecord => "malformed_record",
-            OversizedRecord => "oversized_record",
-            InvalidUtf8 => "invalid_utf8",
-            TruncatedRecord => "truncated_record",
-            GzipError => "gzip_error",
-            CallbackError => "callback_error",
-            InternalError => "internal_error",
-            ConsumerOverflow => "consumer_overflow",
-        }
-    }
-
-    /// Every code, in documentation order: the one list hosts and documents are checked against.
-    pub const ALL: [ErrorCode; 27] = {
-        use ErrorCode::*;
-        [
-            BadRequest,
-            Unauthorized,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            NotAcceptable,
-            Conflict,
-            TooManyRequests,
-            ServerError,
-            Unavailable,
-            HttpVersionNotSupported,
-            UnexpectedStatus,
-            TooManyRedirects,
-            BadRedirect,
-            CrossOriginRedirect,
-            NetworkError,
-            IdleTimeout,
-            StreamEnded,
-            TokenError,
-            MalformedRecord,
-            OversizedRecord,
-            InvalidUtf8,
-            TruncatedRecord,
-            GzipError,
-            CallbackError,
-            InternalError,
-            ConsumerOverflow,
-        ]
-    };
+error_codes! {
+    /// 400: a parameter is invalid.
+    BadRequest => "bad_request",
+    /// 401: token missing, wrong or expired.
+    Unauthorized => "unauthorized",
+    /// 403: the credentials may not read this stream.
+    Forbidden => "forbidden",
+    /// 404: no such stream, or disabled after 90 days unused.
+    NotFound => "not_found",
+    /// 405: not a GET.
+    MethodNotAllowed => "method_not_allowed",
+    /// 406: no `Accept-Encoding: gzip`.
+    NotAcceptable => "not_acceptable",
+    /// 409: more clients than maxConnections, or different maxConnections values.
+    Conflict => "conflict",
+    /// 429: too many requests.
+    TooManyRequests => "too_many_requests",
+    /// 500, 502, 504 and other 5xx: the service failed.
+    ServerError => "server_error",
+    /// 503: no hits yet for the report suite, or the old slot is still held.
+    Unavailable => "unavailable",
+    /// 505: not HTTP/1.1.
+    HttpVersionNotSupported => "http_version_not_supported",
+    /// Any other status the API does not document.
+    UnexpectedStatus => "unexpected_status",
+    /// More redirects in a row than allowed.
+    TooManyRedirects => "too_many_redirects",
+    /// A redirect without a usable `Location`.
+    BadRedirect => "bad_redirect",
+    /// A browser followed a redirect to another origin, which strips `Authorization`.
+    CrossOriginRedirect => "cross_origin_redirect",
+    /// The request failed before a response (DNS, TCP, TLS, CORS, reset).
+    NetworkError => "network_error",
+    /// No byte for `idleTimeoutMs`.
+    IdleTimeout => "idle_timeout",
+    /// The server ended the response body.
+    StreamEnded => "stream_ended",
+    /// The token provider threw, rejected or returned an unusable token.
+    TokenError => "token_error",
+    /// A record that is not one valid JSON object (or has a bad id).
+    MalformedRecord => "malformed_record",
+    /// A record over `maxRecordBytes`.
+    OversizedRecord => "oversized_record",
+    /// A record with invalid UTF-8 (delivered with U+FFFD).
+    InvalidUtf8 => "invalid_utf8",
+    /// An incomplete record left when a connection ended (discarded).
+    TruncatedRecord => "truncated_record",
+    /// A gzip body that cannot be inflated.
+    GzipError => "gzip_error",
+    /// A user callback threw or its promise rejected (reported by the host; the stream goes on).
+    CallbackError => "callback_error",
+    /// A bug inside the client (a Rust panic); the host stopped every client it affects.
+    InternalError => "internal_error",
+    /// A pull consumer fell behind its bounded buffer; new hits were dropped and counted.
+    ConsumerOverflow => "consumer_overflow",
 }
 
 impl fmt::Display for ErrorCode {
