@@ -1,6 +1,10 @@
 // One chunk's hits as JavaScript values. The engine (src/crossing.rs) wrote them as JSON text
-// with the 64-bit ids quoted, in three regions by text class; the host (live-stream.js) copies
-// the text and the key columns out of wasm memory and hands the copies in here.
+// with the 64-bit ids quoted, in three regions by text class (all ASCII, Latin-1, wider). The
+// host (live-stream.js) hands over a batch text: the ASCII region already decoded into a
+// string (decoded straight from wasm memory: no copy of the bytes), and the other two regions
+// as copied bytes, decoded only when needed. In Chromium a 64 KiB ArrayBuffer costs ~60 µs to
+// allocate and fill, more than everything else the host does per chunk; a decoded one-byte
+// string costs a fraction of that, and it is what JSON.parse needs anyway.
 
 const decoder = new TextDecoder();
 
@@ -8,24 +12,30 @@ const decoder = new TextDecoder();
 const HAS_HIT_ID = 1;
 
 /**
- * The hits of one chunk as plain objects, in stream order. `text` is the batch's JSON text:
- * three arrays back to back, `[r,…][r,…][r,…]`: `text[0, latin1At)` holds the records that
- * are all ASCII, `text[latin1At, wideAt)` those with characters up to U+00FF, and
- * `text[wideAt, end)` the others. `starts`/`ends` are the byte range of each record in
- * `text` (`starts[i]` says which array hit `i` is in).
- *
- * Each region is decoded and parsed in one go: one TextDecoder call and one JSON.parse per
- * region instead of per record (a binding call costs much in Blink). The regions keep each
- * record in its fastest form: pure ASCII decodes at memcpy speed (one Latin-1 character
- * would slow the decoding of the whole string), and only the last region is made of
- * two-byte strings, which slow JSON.parse.
+ * The text of a batch: `ascii` is the JSON array of the all-ASCII records as a string (bytes
+ * `[0, latin1At)` of the engine's text, so byte offsets there are string offsets); `rest` holds
+ * the bytes `[latin1At, end)`: the Latin-1 array up to `wideAt`, then the wider one.
  */
-export function hitsFromText(text, starts, ends, latin1At, wideAt) {
+export function batchText(ascii, rest, latin1At, wideAt) {
+  return { ascii, rest, latin1At, wideAt };
+}
+
+/**
+ * The hits of one chunk as plain objects, in stream order. `starts`/`ends` are the byte range
+ * of each record in the engine's text (`starts[i]` says which region hit `i` is in).
+ *
+ * One JSON.parse per region instead of per record (a binding call costs much in Blink). The
+ * regions keep each record in its fastest form: pure ASCII decodes at memcpy speed (one
+ * Latin-1 character would slow the decoding of a whole string), and only the last region is
+ * made of two-byte strings, which slow JSON.parse.
+ */
+export function hitsFromText(t, starts, ends) {
   const n = starts.length;
-  const ascii = JSON.parse(decoder.decode(text.subarray(0, latin1At)));
+  const ascii = JSON.parse(t.ascii);
   if (ascii.length === n) return ascii;
-  const latin1 = wideAt - latin1At > 2 ? JSON.parse(decoder.decode(text.subarray(latin1At, wideAt))) : [];
-  const wide = text.length - wideAt > 2 ? JSON.parse(decoder.decode(text.subarray(wideAt))) : [];
+  const split = t.wideAt - t.latin1At;
+  const latin1 = split > 2 ? JSON.parse(decoder.decode(t.rest.subarray(0, split))) : [];
+  const wide = t.rest.length - split > 2 ? JSON.parse(decoder.decode(t.rest.subarray(split))) : [];
   if (latin1.length === n) return latin1;
   if (wide.length === n) return wide;
   const hits = new Array(n);
@@ -34,7 +44,7 @@ export function hitsFromText(text, starts, ends, latin1At, wideAt) {
   let c = 0;
   for (let i = 0; i < n; i++) {
     const s = starts[i];
-    hits[i] = s < latin1At ? ascii[a++] : s < wideAt ? latin1[b++] : wide[c++];
+    hits[i] = s < t.latin1At ? ascii[a++] : s < t.wideAt ? latin1[b++] : wide[c++];
   }
   return hits;
 }
@@ -48,15 +58,11 @@ export class HitBatch {
   #text;
   #starts;
   #ends;
-  #latin1At;
-  #wideAt;
 
-  constructor(connection, text, latin1At, wideAt, starts, ends, hitIdHigh, hitIdLow, visIdHigh, visIdLow,
+  constructor(connection, text, starts, ends, hitIdHigh, hitIdLow, visIdHigh, visIdLow,
     timeGMT, receivedTimeGMT, flags) {
-    // The arrays are the host's own copies (out of wasm memory): kept as they are.
+    // The text (see batchText) and the arrays are the host's own copies: kept as they are.
     this.#text = text;
-    this.#latin1At = latin1At;
-    this.#wideAt = wideAt;
     this.#starts = starts;
     this.#ends = ends;
     /** Slot index the chunk came from. */
@@ -96,7 +102,10 @@ export class HitBatch {
   /** The JSON text of hit `i`, ids quoted. */
   text(i) {
     this.#check(i);
-    return decoder.decode(this.#text.subarray(this.#starts[i], this.#ends[i]));
+    const t = this.#text;
+    const s = this.#starts[i];
+    if (s < t.latin1At) return t.ascii.slice(s, this.#ends[i]);
+    return decoder.decode(t.rest.subarray(s - t.latin1At, this.#ends[i] - t.latin1At));
   }
 
   /** Hit `i` as a plain object (parsed now, on each call). */
@@ -106,7 +115,7 @@ export class HitBatch {
 
   /** Every hit as a plain object. */
   toArray() {
-    return hitsFromText(this.#text, this.#starts, this.#ends, this.#latin1At, this.#wideAt);
+    return hitsFromText(this.#text, this.#starts, this.#ends);
   }
 
   /** Iterates the hits as plain objects, parsing each when reached. */

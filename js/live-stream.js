@@ -7,7 +7,7 @@
 // to an async iterator. It keeps no copy of the connection state.
 
 import { Engine, wasmMemory } from "./livestream_wasm.js";
-import { HitBatch, hitsFromText } from "./hit-batch.js";
+import { HitBatch, batchText, hitsFromText } from "./hit-batch.js";
 import { TabShare, canShare } from "./tab-share.js";
 
 /** The options this host reads itself; every other option is the engine's (the core's schema). */
@@ -24,6 +24,7 @@ const CALLBACK_ERROR = "callback_error";
 const INTERNAL_ERROR = "internal_error";
 const CONSUMER_OVERFLOW = "consumer_overflow";
 
+const textDecoder = new TextDecoder();
 let ready = false;
 let defaultFetch = null;
 let memory = null;
@@ -232,7 +233,7 @@ export class LiveStream {
     if (this.#closing || this.#dead) return;
     switch (msg.t) {
       case "batch": {
-        const batch = new HitBatch(msg.c, msg.text, msg.l1, msg.w, msg.starts, msg.ends, msg.hh, msg.hl, msg.vh, msg.vl, msg.tg, msg.rg, msg.fl);
+        const batch = new HitBatch(msg.c, msg.text, msg.starts, msg.ends, msg.hh, msg.hl, msg.vh, msg.vl, msg.tg, msg.rg, msg.fl);
         this.#deliverBatch(batch, msg.c);
         break;
       }
@@ -767,31 +768,43 @@ export class LiveStream {
     const shared = this.#share !== null;
     const wantBatch = onBatch || (it && !it.done) || shared;
     if (!onHits && !wantBatch) return undefined;
+    // Out of wasm memory: the ASCII records decoded straight into a string, the few others
+    // copied as bytes (see hit-batch.js), and the key columns packed by the engine
+    // (src/crossing.rs `pack_columns`) in one copy with views on it. In Chromium each
+    // ArrayBuffer costs more than the rest of the host per chunk: a 64 KiB one ~60 µs.
     const buf = memory.buffer;
-    const L = new Uint32Array(buf, this.#layoutPtr, 22);
-    const text = new Uint8Array(buf, L[0], L[1]).slice();
-    const starts = new Uint32Array(buf, L[2], n).slice();
-    const ends = new Uint32Array(buf, L[4], n).slice();
-    const latin1At = L[20];
-    const wideAt = L[21];
+    const L = new Uint32Array(buf, this.#layoutPtr, 7);
+    const latin1At = L[5];
+    const wideAt = L[6];
+    // One copy: the columns (57 bytes a hit), then the bytes of the non-ASCII records.
+    const cols = new Uint8Array(buf, L[2], L[3]).slice().buffer;
+    const text = batchText(
+      textDecoder.decode(new Uint8Array(buf, L[0], latin1At)),
+      new Uint8Array(cols, 57 * n, L[3] - 57 * n),
+      latin1At,
+      wideAt,
+    );
+    const n8 = n * 8;
+    const starts = new Uint32Array(cols, 6 * n8, n);
+    const ends = new Uint32Array(cols, 6 * n8 + 4 * n, n);
     if (!wantBatch) {
-      // onHits alone: only the text crosses; no columns are built.
-      return this.#invoke("onHits", hitsFromText(text, starts, ends, latin1At, wideAt), { connection: a.connection });
+      // onHits alone: only the text and the offsets are used; no HitBatch is built.
+      return this.#invoke("onHits", hitsFromText(text, starts, ends), { connection: a.connection });
     }
     const batch = new HitBatch(
-      a.connection, text, latin1At, wideAt, starts, ends,
-      new BigUint64Array(buf, L[6], n).slice(),
-      new BigUint64Array(buf, L[8], n).slice(),
-      new BigUint64Array(buf, L[10], n).slice(),
-      new BigUint64Array(buf, L[12], n).slice(),
-      new Float64Array(buf, L[14], n).slice(),
-      new Float64Array(buf, L[16], n).slice(),
-      new Uint8Array(buf, L[18], n).slice(),
+      a.connection, text, starts, ends,
+      new BigUint64Array(cols, 0, n),
+      new BigUint64Array(cols, n8, n),
+      new BigUint64Array(cols, 2 * n8, n),
+      new BigUint64Array(cols, 3 * n8, n),
+      new Float64Array(cols, 4 * n8, n),
+      new Float64Array(cols, 5 * n8, n),
+      new Uint8Array(cols, 6 * n8 + 8 * n, n),
     );
     if (shared) {
       // Structured clone copies typed arrays as memcpy; followers rebuild the same HitBatch.
       this.#share.post({
-        t: "batch", c: a.connection, text, starts, ends, l1: latin1At, w: wideAt,
+        t: "batch", c: a.connection, text, starts, ends,
         hh: batch.hitIdHigh, hl: batch.hitIdLow, vh: batch.visIdHigh, vl: batch.visIdLow,
         tg: batch.timeGMT, rg: batch.receivedTimeGMT, fl: batch.flags,
       });

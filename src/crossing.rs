@@ -170,6 +170,38 @@ impl Batch {
         self.starts.is_empty()
     }
 
+    /// Appends the key columns to `out` in the layout JavaScript reads them with one copy:
+    /// `hitIdHigh, hitIdLow, visIdHigh, visIdLow` (u64), `timeGMT, receivedTimeGMT` (f64),
+    /// then `starts, ends` (u32) and `flags` (u8), all little-endian; with `n` hits the
+    /// offsets are `0, 8n, 16n, 24n, 32n, 40n, 48n, 52n, 56n`. One copy out of wasm memory
+    /// and views on it cost far less in a browser than a copy per column.
+    pub fn pack_columns(&self, out: &mut Vec<u8>) {
+        let n = self.len();
+        out.clear();
+        out.reserve(57 * n);
+        for col in [
+            &self.hit_id_high,
+            &self.hit_id_low,
+            &self.vis_id_high,
+            &self.vis_id_low,
+        ] {
+            for v in col.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for col in [&self.time_gmt, &self.received_time_gmt] {
+            for v in col.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for col in [&self.starts, &self.ends] {
+            for v in col.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&self.flags);
+    }
+
     /// The text of hit `i` (a JSON object, ids quoted), once finished.
     pub fn record(&self, i: usize) -> &str {
         let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
@@ -345,5 +377,33 @@ mod tests {
         assert!(b.is_empty());
         b.finish();
         assert!(b.json.is_empty(), "an empty batch stays empty");
+    }
+
+    #[test]
+    fn packed_columns_follow_the_documented_offsets() {
+        let mut b = Batch::default();
+        feed(
+            &mut b,
+            &[
+                r#"{"hitIdHigh":1,"hitIdLow":2,"visIdHigh":3,"visIdLow":4,"timeGMT":5,"receivedTimeGMT":6}"#,
+                r#"{"a":1}"#,
+            ],
+        );
+        let mut out = Vec::new();
+        b.pack_columns(&mut out);
+        let n = 2;
+        assert_eq!(out.len(), 57 * n);
+        let u64_at = |off: usize| u64::from_le_bytes(out[off..off + 8].try_into().unwrap());
+        let f64_at = |off: usize| f64::from_le_bytes(out[off..off + 8].try_into().unwrap());
+        let u32_at = |off: usize| u32::from_le_bytes(out[off..off + 4].try_into().unwrap());
+        assert_eq!(
+            [u64_at(0), u64_at(8 * n), u64_at(16 * n), u64_at(24 * n)],
+            [1, 2, 3, 4]
+        );
+        assert_eq!([f64_at(32 * n), f64_at(40 * n)], [5.0, 6.0]);
+        assert!(f64_at(32 * n + 8).is_nan());
+        assert_eq!(u32_at(48 * n), b.starts[0]);
+        assert_eq!(u32_at(52 * n + 4), b.ends[1]);
+        assert_eq!(&out[56 * n..], &b.flags[..]);
     }
 }

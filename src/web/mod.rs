@@ -32,9 +32,8 @@ use wasm_bindgen::prelude::*;
 use crate::core::{AttemptId, Client, ClientState, Config, Instant, ResponseHead};
 use crate::crossing::Batch;
 
-/// Where each part of the last batch lies in wasm memory (see [`Engine::layout`]): pairs of
-/// (pointer, length in elements), then the slot and the two region offsets.
-const LAYOUT_WORDS: usize = 22;
+/// Where the last batch lies in wasm memory (see [`Engine::layout`]).
+const LAYOUT_WORDS: usize = 7;
 
 /// One client: the core, the batch being built, the input buffer. Internal to the package:
 /// users hold the JavaScript `LiveStream`.
@@ -42,6 +41,8 @@ const LAYOUT_WORDS: usize = 22;
 pub struct Engine {
     client: Client,
     batch: Batch,
+    /// The batch's key columns packed for one copy out (`Batch::pack_columns`).
+    columns: Vec<u8>,
     input: Vec<u8>,
     layout: Box<[u32; LAYOUT_WORDS]>,
     /// The host's monotonic time never runs backwards for the core.
@@ -88,6 +89,7 @@ impl Engine {
         Ok(Engine {
             client: Client::new(config, seed as u64),
             batch: Batch::default(),
+            columns: Vec::new(),
             input: Vec::new(),
             layout: Box::new([0; LAYOUT_WORDS]),
             last_now: 0,
@@ -133,6 +135,7 @@ impl Engine {
     pub fn release(&mut self) {
         self.client.release_buffers();
         self.batch = Batch::default();
+        self.columns = Vec::new();
         self.input = Vec::new();
     }
 
@@ -223,10 +226,10 @@ impl Engine {
         self.batch.len() as u32 | pending
     }
 
-    /// Where the last batch lies in wasm memory: `[jsonPtr, jsonLen, startsPtr, n, endsPtr, n,
-    /// hitIdHighPtr, n, hitIdLowPtr, n, visIdHighPtr, n, visIdLowPtr, n, timeGMTPtr, n,
-    /// receivedTimeGMTPtr, n, flagsPtr, n, latin1At, wideAt]`; the pointer stays the same for
-    /// the engine's life, the values change with each [`Engine::feed`].
+    /// Where the last batch lies in wasm memory: `[jsonPtr, jsonLen, columnsPtr, columnsLen, n,
+    /// latin1At, wideAt]`: the columns as `Batch::pack_columns` lays them out (57 bytes a hit)
+    /// followed by the text from `latin1At` on. The pointer stays the same for the engine's
+    /// life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
     }
@@ -304,31 +307,20 @@ impl Engine {
 
 impl Engine {
     fn fill_layout(&mut self) {
+        // The columns, then the text of the non-ASCII records (`json[latin1At..]`): one copy
+        // out for JavaScript, which decodes the ASCII records straight from `json`.
+        self.batch.pack_columns(&mut self.columns);
+        let from = (self.batch.regions[0] as usize).min(self.batch.json.len());
+        self.columns.extend_from_slice(&self.batch.json[from..]);
         let b = &self.batch;
-        let n = b.len() as u32;
         let l = &mut self.layout;
         l[0] = b.json.as_ptr() as u32;
         l[1] = b.json.len() as u32;
-        l[2] = b.starts.as_ptr() as u32;
-        l[3] = n;
-        l[4] = b.ends.as_ptr() as u32;
-        l[5] = n;
-        l[6] = b.hit_id_high.as_ptr() as u32;
-        l[7] = n;
-        l[8] = b.hit_id_low.as_ptr() as u32;
-        l[9] = n;
-        l[10] = b.vis_id_high.as_ptr() as u32;
-        l[11] = n;
-        l[12] = b.vis_id_low.as_ptr() as u32;
-        l[13] = n;
-        l[14] = b.time_gmt.as_ptr() as u32;
-        l[15] = n;
-        l[16] = b.received_time_gmt.as_ptr() as u32;
-        l[17] = n;
-        l[18] = b.flags.as_ptr() as u32;
-        l[19] = n;
-        l[20] = b.regions[0];
-        l[21] = b.regions[1];
+        l[2] = self.columns.as_ptr() as u32;
+        l[3] = self.columns.len() as u32;
+        l[4] = b.len() as u32;
+        l[5] = b.regions[0];
+        l[6] = b.regions[1];
     }
 }
 
