@@ -279,3 +279,18 @@ test("a redirect to another origin is fatal (cross_origin_redirect) and the toke
     await new Promise((r) => other.close(r));
   }
 });
+
+test("share: true is refused in Node (no Web Locks) with a message that says why", () => {
+  let thrown;
+  try {
+    new LiveStream({ url: "https://example.test/api/1/stream/x", share: true });
+  } catch (e) {
+    thrown = e;
+  }
+  assert.ok(thrown instanceof TypeError, `expected a TypeError, got ${thrown}`);
+  for (const words of ["share", "Web Locks", "BroadcastChannel", "Node"]) {
+    assert.ok(String(thrown.message).includes(words), `the message lacks "${words}": ${thrown.message}`);
+  }
+  // Without share the same options are fine.
+  new LiveStream({ url: "https://example.test/api/1/stream/x" }).free();
+});
