@@ -897,6 +897,8 @@ async function init() {
   setInterval(pollStats, POLL_MS);
   schedule();
   if (autoconnect) connect();
+  // The form is filled in and wired: tests (and scripts) wait for this.
+  document.documentElement.dataset.ready = "1";
 }
 
 // For poking at it from the console: `liveStreamDemo.client.stats`.

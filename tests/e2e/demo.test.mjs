@@ -71,6 +71,14 @@ function startEmulator() {
   });
 }
 
+/** Opens the page and waits until it has filled in and wired its form (it asks `/status` and
+ * loads the package first): reading the form before that would race it. */
+async function gotoReady(page, url) {
+  const res = await page.goto(url, { waitUntil: "load", timeout: T.start });
+  await page.waitForSelector("html[data-ready]", { state: "attached", timeout: T.start });
+  return res;
+}
+
 async function admin(method, path, body) {
   const res = await fetch(`${base}${path}`, {
     method,
@@ -169,7 +177,7 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
   const url = `${base}/?autoconnect=1&stream=${STREAM}&reconnectDelayMs=1500&reconnectJitterMs=200&maxReconnectDelayMs=4000`;
 
   await t.test("loads and shows hits, totals, chart and top lists", async () => {
-    const res = await page.goto(url, { waitUntil: "load", timeout: T.start });
+    const res = await gotoReady(page, url);
     assert.equal(res.status(), 200);
     assert.equal(await page.title(), "Live Stream · livestream-wasm demo");
     // The form was prefilled from the query and the advanced warning is shown (1500 < 60000).
@@ -242,7 +250,7 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
     second.on("console", (m) => {
       if (m.type() === "error" && !/^Failed to load resource/.test(m.text())) consoleErrors.push(`second tab: ${m.text()}`);
     });
-    await second.goto(url, { waitUntil: "load", timeout: T.start });
+    await gotoReady(second, url);
     const { snap } = await until(second, "the second tab following with hits", T.hits, (s) => s.role === "follower" && s.rows > 10 && s.slotState === "open");
     assert.match(snap.summaryText, /following another tab/);
     assert.match(snap.shareTitle, /Following the tab that holds the connection/);
@@ -297,7 +305,7 @@ test("demo page: live hits, a drop and reconnect, a 409 explained and recovered"
 
   await t.test("a fatal status and a bad option are shown, and the form is usable again", async () => {
     await admin("PUT", "/admin/streams/e2e-fatal", { responses: [{ status: 404, error_description: "no stream e2e-fatal (e2e)" }] });
-    await page.goto(`${base}/?autoconnect=1&stream=e2e-fatal&reconnectDelayMs=1500`, { waitUntil: "load", timeout: T.start });
+    await gotoReady(page, `${base}/?autoconnect=1&stream=e2e-fatal&reconnectDelayMs=1500`);
     const { snap } = await until(page, "the slot failed and the form enabled again", T.state, (s) => s.slotState === "failed" && s.summary === "failed");
     assert.match(snap.slotReason, /404/);
     assert.equal(await page.locator("#errors li.fatal").count(), 1, "the fatal error is highlighted");
@@ -340,7 +348,7 @@ test("remembered credentials stay with their origin: a link to another server ge
   const KEY = "s3cret-api-key";
 
   // Save credentials for the emulator's origin ("remember" ticked, connect, disconnect).
-  await page.goto(`${base}/?stream=${STREAM}-creds&reconnectDelayMs=1500`, { waitUntil: "load", timeout: T.start });
+  await gotoReady(page, `${base}/?stream=${STREAM}-creds&reconnectDelayMs=1500`);
   await page.waitForFunction(() => window.liveStreamDemo && document.getElementById("reconnectDelayMs").value === "1500", null, { timeout: T.start });
   assert.equal(await page.isChecked("#remember"), false, "nothing is remembered unless asked");
   await page.fill("#token", TOKEN);
@@ -354,14 +362,14 @@ test("remembered credentials stay with their origin: a link to another server ge
   assert.deepEqual(Object.keys(JSON.parse(stored["livestream-wasm-demo:credentials"])), [base], "credentials are kept under the emulator's origin only");
 
   // The same origin fills them in again.
-  await page.goto(`${base}/?stream=${STREAM}-creds`, { waitUntil: "load", timeout: T.start });
+  await gotoReady(page, `${base}/?stream=${STREAM}-creds`);
   await page.waitForFunction((tok) => document.getElementById("token").value === tok, TOKEN, { timeout: T.start });
   assert.equal(await page.inputValue("#apiKey"), KEY);
   assert.equal(await page.isChecked("#remember"), true);
 
   // A link to another origin with autoconnect: no token, no key, not even in the preflight.
   const link = `${base}/?url=${encodeURIComponent(`${other}/api/1/stream/x`)}&autoconnect=1&reconnectDelayMs=1500`;
-  await page.goto(link, { waitUntil: "load", timeout: T.start });
+  await gotoReady(page, link);
   await until(page, "the page tried the other server and stopped", T.state, (s) => s.slotState === "failed");
   assert.equal(await page.inputValue("#url"), `${other}/api/1/stream/x`);
   assert.equal(await page.inputValue("#token"), "", "no remembered token filled in for another origin");
@@ -429,7 +437,7 @@ test("through livestream-relay: the page says so, shows the relay's upstream sta
   const errors = [];
   page.on("pageerror", (e) => errors.push(`uncaught: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
-  await page.goto(`${site}/?autoconnect=1`, { waitUntil: "load", timeout: T.start });
+  await gotoReady(page, `${site}/?autoconnect=1`);
   await until(page, "hits through the relay", T.hits, (s) => s.slotState === "open" && s.rows > 10);
   // The form's defaults for a relay: its own stream, no token in the page, a short delay.
   assert.equal(await page.inputValue("#url"), `${site}/api/1/stream/demo`);
