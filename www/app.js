@@ -348,7 +348,12 @@ function pollStats() {
     try { st = c.stats; } catch { /* closed meanwhile */ }
     if (st) {
       const role = st.role ?? null;
-      if (role === "follower" && Array.isArray(st.slots) && st.slots.some((x) => x.state && x.state !== "idle")) state.followedLeader = true;
+      // Following a tab that held the stream (its hits reached this tab, or its heartbeat said
+      // a slot was in use) makes becoming the leader later a take-over. A tab that is only
+      // waiting for the lock at its start (also "follower") has seen neither.
+      if (role === "follower" && (state.ownHits > 0 || (Array.isArray(st.slots) && st.slots.some((x) => x.state && x.state !== "idle")))) {
+        state.followedLeader = true;
+      }
       if (role !== state.role) {
         if (state.role === "follower" && role === "leader" && state.followedLeader) state.tookOver = true;
         state.role = role;
