@@ -954,4 +954,30 @@ mod tests {
         assert!(!c.may_send_credentials_to("https://evil.example/x"));
         assert!(!c.may_send_credentials_to("not a url"));
     }
+
+    #[test]
+    fn the_schema_defaults_are_the_constants() {
+        // OPTIONS carries defaults as README text; the constants are what Config::new applies.
+        let default = |name: &str| option_spec(name).unwrap().default;
+        assert_eq!(
+            default("reconnectDelayMs"),
+            DEFAULT_RECONNECT_DELAY_MS.to_string()
+        );
+        assert_eq!(
+            default("maxReconnectDelayMs"),
+            DEFAULT_MAX_RECONNECT_DELAY_MS.to_string()
+        );
+        assert_eq!(
+            default("idleTimeoutMs"),
+            DEFAULT_IDLE_TIMEOUT_MS.to_string()
+        );
+        assert_eq!(
+            default("maxRecordBytes"),
+            DEFAULT_MAX_RECORD_BYTES.to_string()
+        );
+        assert_eq!(default("dedupWindow"), DEFAULT_DEDUP_WINDOW.to_string());
+        assert!(default("reconnectJitterMs").contains(&MAX_DEFAULT_JITTER_MS.to_string()));
+        let c = Config::new(base()).unwrap();
+        assert_eq!(c.max_connections.to_string(), default("maxConnections"));
+    }
 }

@@ -118,12 +118,6 @@ fn origins(options: &JsValue, name: &str) -> Result<Vec<String>, OptionError> {
         .collect()
 }
 
-/// What the constructor read for the core. The host keeps the token itself.
-pub struct Parsed {
-    /// The core's options.
-    pub options: Options,
-}
-
 /// Reads the core's options from the user's options object. `host_options` are the names the
 /// JavaScript host handles itself (callbacks, `fetch`, `signal`, …): together with the core's
 /// they are every name accepted, so a typo is refused with a suggestion. A relative `url` is
@@ -132,7 +126,7 @@ pub fn parse_options(
     options: &JsValue,
     host_options: &[String],
     base_url: Option<&str>,
-) -> Result<Parsed, OptionError> {
+) -> Result<Options, OptionError> {
     if !options.is_object() || options.is_function() {
         return Err(OptionError::Type(ConfigError::new(
             "options",
@@ -210,7 +204,7 @@ pub fn parse_options(
             }
         }
     }
-    Ok(Parsed { options: o })
+    Ok(o)
 }
 
 /// The option schema as plain objects (see `optionSchema` in src/web/mod.rs).

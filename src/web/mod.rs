@@ -84,8 +84,7 @@ impl Engine {
         install_panic_hook();
         let parsed = interop::parse_options(&options, &host_options, base_url.as_deref())
             .map_err(interop::OptionError::into_js)?;
-        let config =
-            Config::new(parsed.options).map_err(|e| interop::OptionError::from(e).into_js())?;
+        let config = Config::new(parsed).map_err(|e| interop::OptionError::from(e).into_js())?;
         Ok(Engine {
             client: Client::new(config, seed as u64),
             batch: Batch::default(),
@@ -232,12 +231,6 @@ impl Engine {
     /// life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
-    }
-
-    /// The slot of the last batch.
-    #[wasm_bindgen(js_name = batchConnection)]
-    pub fn batch_connection(&self) -> u32 {
-        self.batch.slot
     }
 
     /// The 200 body of `attempt` ended.
