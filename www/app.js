@@ -308,7 +308,7 @@ function onStatus(status) {
   s.waitStatus = next === "waiting" ? status.httpStatus ?? null : null;
   s.reason = status.reason || "";
   s.deadline = next === "waiting" && status.retryInMs != null ? performance.now() + status.retryInMs : null;
-  dirty.slots = dirty.summary = true;
+  dirty.slots = dirty.summary = dirty.share = true;
   schedule();
 }
 
@@ -559,6 +559,13 @@ function renderShare() {
       "This tab shows the same live hits through that tab (share: true) and opens no connection of its own, " +
         "so the service still sees one client. If that tab closes or disconnects, this one takes over: " +
         `it waits ${wait} first, because the service keeps the old connection's slot for about a minute (KA-16598).`,
+    );
+  } else if (state.tookOver && !state.slots.some((x) => x.state === "open")) {
+    setText($("share-title"), "This tab is taking over the connection");
+    setText(
+      $("share-detail"),
+      `The tab that held it left. This tab waits ${wait} after that connection ended before connecting, so that the ` +
+        "service has freed its slot (KA-16598). Other tabs of this dashboard follow this one.",
     );
   } else if (state.tookOver) {
     setText($("share-title"), "This tab took over the connection");
