@@ -224,7 +224,12 @@ impl HitSink for Batch {
         }
         let start = self.json.len();
         write_with_quoted_ids(text, info, &mut self.json);
-        let class = text_class(text);
+        // The scanner already knows when a record is all ASCII (most are).
+        let class = if info.ascii {
+            TextClass::Ascii
+        } else {
+            text_class(text)
+        };
         if class != TextClass::Ascii {
             let r = &mut self.spill[class as usize - 1];
             if !r.text.is_empty() {

@@ -30,7 +30,8 @@
 //! (otherwise the hit has no dedup key and is always delivered); `vis_id` likewise.
 //! Only usable bare-number ids are listed in [`RecordInfo::bare_id_spans`].
 //!
-//! Speed comes from: one `str::from_utf8` check up front (after which the scanner only looks
+//! Speed comes from: one UTF-8 check up front (a word-wise ASCII check for most records,
+//! `str::from_utf8` only for the others; after it the scanner only looks
 //! for ASCII structure), string bodies skipped eight bytes at a time (SWAR), no copy of the
 //! record at all in the scan, and the quoted output written as a few bulk copies between the
 //! (at most six) edits.
@@ -60,6 +61,9 @@ pub struct RecordInfo {
     pub received_time_gmt: Option<f64>,
     /// The record had invalid UTF-8, replaced by U+FFFD in [`Scanned::text`].
     pub replaced_invalid_utf8: bool,
+    /// Every byte of the record is ASCII (known from the UTF-8 check, so a host that
+    /// treats ASCII text specially need not look at the bytes again).
+    pub ascii: bool,
     /// Byte ranges (start, end), within [`Scanned::text`], of the top-level id values that
     /// are bare JSON numbers fitting u64, sorted by position; only the first
     /// [`RecordInfo::bare_id_count`] are meaningful (see [`RecordInfo::bare_id_spans`]).
@@ -162,9 +166,12 @@ pub fn scan_record<'a>(
     record: &'a [u8],
     repaired: &'a mut Vec<u8>,
 ) -> Result<Scanned<'a>, RecordError> {
-    let (b, replaced): (&'a [u8], bool) = match std::str::from_utf8(record) {
-        Ok(_) => (record, false),
-        Err(_) => {
+    // Most records are pure ASCII: one word-wise check settles their validity; the full
+    // UTF-8 check runs only for the others.
+    let ascii = is_ascii(record);
+    let (b, replaced): (&'a [u8], bool) = match ascii || std::str::from_utf8(record).is_ok() {
+        true => (record, false),
+        false => {
             repaired.clear();
             repaired.reserve(record.len() + 8);
             for chunk in record.utf8_chunks() {
@@ -186,9 +193,12 @@ pub fn scan_record<'a>(
         });
     }
     match scan_object(b, replaced) {
-        Ok((start, end, info)) => Ok(Scanned {
+        Ok((start, end, mut info)) => Ok(Scanned {
             text: &b[start..end],
-            info,
+            info: {
+                info.ascii = ascii;
+                info
+            },
         }),
         Err(f) => Err(error_for(b, f)),
     }
@@ -849,6 +859,23 @@ fn found_char(b: &[u8], i: usize) -> char {
         .unwrap_or('\u{fffd}')
 }
 
+/// True when every byte of `b` is ASCII. Sixteen bytes per step as two u64 words (wasm32's
+/// `usize` is 32 bits, so the standard library's word-wise check reads half as much per step).
+#[inline]
+fn is_ascii(b: &[u8]) -> bool {
+    let mut pairs = b.chunks_exact(16);
+    let mut high = 0u64;
+    for p in &mut pairs {
+        let (a, c) = p.split_at(8);
+        high |= u64::from_le_bytes(a.try_into().unwrap_or([0; 8]))
+            | u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    }
+    for &c in pairs.remainder() {
+        high |= c as u64;
+    }
+    high & HI == 0
+}
+
 /// Index of the first '"', '\\' or control character at or after `i` (or the length).
 /// SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
 #[inline(always)]
@@ -1036,6 +1063,7 @@ mod tests {
                 time_gmt: Some(1372782179.0),
                 received_time_gmt: Some(1372782180.0),
                 replaced_invalid_utf8: false,
+                ascii: true,
                 bare_ids: [(44, 63), (75, 94), (107, 126), (138, 157), (0, 0), (0, 0)],
                 bare_id_count: 4,
             }
@@ -1145,6 +1173,26 @@ mod tests {
         assert_eq!(i.received_time_gmt, Some(1372782179.0));
         let (_, i) = rw(r#"{"x":{"timeGMT":5}}"#).unwrap();
         assert_eq!(i.time_gmt, None);
+    }
+
+    #[test]
+    fn the_ascii_flag_says_whether_every_byte_is_ascii() {
+        let mut repaired = Vec::new();
+        let ascii = scan_record(br#"{"a":"plain"}"#, &mut repaired).unwrap();
+        assert!(ascii.info.ascii);
+        let latin1 = scan_record("{\"a\":\"Zürich\"}".as_bytes(), &mut repaired).unwrap();
+        assert!(!latin1.info.ascii);
+        let invalid = scan_record(b"{\"a\":\"\xff\"}", &mut repaired).unwrap();
+        assert!(!invalid.info.ascii && invalid.info.replaced_invalid_utf8);
+        // One non-ASCII byte at every offset of texts around the word sizes.
+        for len in 0..40 {
+            assert!(is_ascii(&vec![b'x'; len]));
+            for at in 0..len {
+                let mut b = vec![b'x'; len];
+                b[at] = 0x80;
+                assert!(!is_ascii(&b), "len {len}, non-ASCII at {at}");
+            }
+        }
     }
 
     #[test]
