@@ -82,10 +82,16 @@ if (args.crossings) {
   process.exit(0);
 }
 
-const open =
+// From the server, the core-only contenders (c, c2) read the body with the fetch LiveStream
+// uses by default in Node (the package's node:http one), so they bound the LiveStream
+// contenders on the same feed; the baseline uses the platform's fetch, as a user would.
+const { nodeFetch } = await import(pathToFileURL(path.join(pkgDir, "node-fetch.js")).href);
+const openWith = (f) =>
   source === "mem"
     ? () => Promise.resolve(memoryResponse(data.bytes, chunkBytes, sample))
-    : () => fetch(`${args.server}/data`, { cache: "no-store" });
+    : () => f(`${args.server}/data`, { cache: "no-store" });
+const open = openWith(fetch);
+const openCore = openWith(nodeFetch);
 const results = Object.fromEntries(contenders.map((c) => [c, []]));
 for (const c of contenders) if (!CONTENDERS[c]) throw new Error(`unknown contender ${c}`);
 for (let r = 0; r <= runs; r++) {
@@ -98,7 +104,7 @@ for (let r = 0; r <= runs; r++) {
     sample();
     const timer = setInterval(sample, 10);
     const bench = CORE_ONLY.has(c) ? benchPkg : pkg;
-    const out = await CONTENDERS[c]({ LiveStream, bench, open, url, expected: hits });
+    const out = await CONTENDERS[c]({ LiveStream, bench, open: CORE_ONLY.has(c) ? openCore : open, url, expected: hits });
     clearInterval(timer);
     sample();
     const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(hits, out.count);
