@@ -35,7 +35,8 @@ Example:
     npx ${NAME} tail https://livestream.adobe.net/api/1/stream/my-endpoint --limit 10
 `;
 
-/** The six top-level id fields that the package hands out as strings. */
+/** The six top-level id fields that the package hands out as strings (the core's ID_FIELDS:
+ * tests/schema.rs checks they agree). */
 const ID_FIELDS = new Set(["hitIdHigh", "hitIdLow", "visIdHigh", "visIdLow", "mcVisIdHigh", "mcVisIdLow"]);
 
 /** Index of the quote that closes the JSON string opening at `start`. */

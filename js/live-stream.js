@@ -18,6 +18,8 @@ const SLICE_BYTES = 256 * 1024;
 
 /** Default bound of the async iterator's buffer, in hits (~12 MB of typical records). */
 const DEFAULT_MAX_BUFFERED_HITS = 10_000;
+/** Largest `maxBufferedHits` accepted. */
+const MAX_MAX_BUFFERED_HITS = 10_000_000;
 
 /** Error codes produced by this host (the core defines the same names). */
 const CALLBACK_ERROR = "callback_error";
@@ -159,8 +161,8 @@ export class LiveStream {
       throw optionError(RangeError, "seed", seed, "an integer from 0 to 2^53-1 (fixes the reconnect jitter, for tests)");
     }
     const maxBuffered = read("maxBufferedHits") ?? DEFAULT_MAX_BUFFERED_HITS;
-    if (!Number.isSafeInteger(maxBuffered) || maxBuffered < 1 || maxBuffered > 10_000_000) {
-      throw optionError(RangeError, "maxBufferedHits", maxBuffered, "an integer from 1 to 10000000 hits");
+    if (!Number.isSafeInteger(maxBuffered) || maxBuffered < 1 || maxBuffered > MAX_MAX_BUFFERED_HITS) {
+      throw optionError(RangeError, "maxBufferedHits", maxBuffered, `an integer from 1 to ${MAX_MAX_BUFFERED_HITS} hits`);
     }
     this.#maxBufferedHits = maxBuffered;
     const share = read("share") ?? false;

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use livestream_wasm::core::config::OPTIONS;
+use livestream_wasm::core::config::{option_spec, Kind, OPTIONS};
+use livestream_wasm::core::record::ID_FIELDS;
 use livestream_wasm::core::ErrorCode;
 use livestream_wasm::crossing::{HAS_HIT_ID, HAS_VIS_ID};
 
@@ -192,4 +193,91 @@ fn the_demo_form_takes_its_options_from_the_schema() {
             "the demo form has {key}, not in OPTIONS"
         );
     }
+}
+
+/// `1234567` as the README writes numbers: `1 234 567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The value of `const NAME = 10_000;` in a JavaScript file.
+fn js_integer(js: &str, name: &str) -> u64 {
+    let start = js
+        .find(&format!("const {name} = "))
+        .unwrap_or_else(|| panic!("no const {name}"))
+        + name.len()
+        + 9;
+    let digits: String = js[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '_')
+        .filter(|c| *c != '_')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("const {name} is not an integer"))
+}
+
+#[test]
+fn the_hosts_own_defaults_agree_with_its_docs() {
+    let host = read("js/live-stream.js");
+    let default = js_integer(&host, "DEFAULT_MAX_BUFFERED_HITS");
+    let max = js_integer(&host, "MAX_MAX_BUFFERED_HITS");
+    let row = format!(
+        "| `maxBufferedHits` | {} | bound of the `for await` buffer, in hits (1–{}) |",
+        grouped(default),
+        grouped(max)
+    );
+    assert!(
+        read("README.md").contains(&row),
+        "README.md must have the row\n{row}"
+    );
+    let doc = format!(
+        "Bound of the async iterator's buffer, in hits (default {}).",
+        grouped(default)
+    );
+    assert!(
+        read("js/index.d.ts").contains(&doc),
+        "js/index.d.ts must document maxBufferedHits as\n{doc}"
+    );
+}
+
+#[test]
+fn the_command_line_agrees_with_the_schema() {
+    let cli = read("bin/livestream-wasm.js");
+    // The ids it prints bare are the core's id fields.
+    let start = cli
+        .find("const ID_FIELDS = new Set([")
+        .expect("ID_FIELDS in the CLI");
+    let list = &cli[start..start + cli[start..].find("])").expect("end of ID_FIELDS")];
+    let names: BTreeSet<&str> = list.split('"').skip(1).step_by(2).collect();
+    assert_eq!(
+        names,
+        ID_FIELDS.into_iter().collect(),
+        "bin/livestream-wasm.js ID_FIELDS"
+    );
+    // The defaults and ranges its --help states are the schema's.
+    let spec = option_spec("maxConnections").unwrap();
+    let Kind::Integer { min, max, .. } = spec.kind else {
+        panic!("maxConnections is an integer option")
+    };
+    let want = format!("maxConnections, {min} to {max} (default {})", spec.default);
+    assert!(cli.contains(&want), "the CLI's --help must say {want:?}");
+    let spec = option_spec("reconnectDelayMs").unwrap();
+    let want = format!("(default {})", spec.default);
+    let line = cli
+        .lines()
+        .find(|l| l.contains("--reconnect-delay-ms N"))
+        .expect("--reconnect-delay-ms in the usage");
+    assert!(
+        line.contains(&want),
+        "the CLI's --help must say {want:?} for --reconnect-delay-ms"
+    );
 }

@@ -5,6 +5,7 @@
 //! in both hosts. Secrets never come from flags (they would show in `ps` and shell history).
 
 use clap::Parser;
+use livestream_wasm::core::config::{option_spec, Kind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -26,54 +27,53 @@ pub struct Cli {
     #[arg(long = "upstream", value_name = "URL", required = true)]
     pub upstreams: Vec<String>,
 
-    /// `maxConnections` sent upstream, 1..8 (JS option maxConnections; default 1).
-    #[arg(long)]
+    /// `maxConnections` sent upstream.
+    #[arg(long, help = core_help("maxConnections"))]
     pub max_connections: Option<u64>,
 
-    /// Upstream slots this relay opens per endpoint, 1..maxConnections (default maxConnections).
-    #[arg(long)]
+    /// Upstream slots this relay opens per endpoint.
+    #[arg(long, help = core_help("connections"))]
     pub connections: Option<u64>,
 
-    /// Minimum wait after any upstream loss, ms (default 60000, as KA-16598 asks).
-    #[arg(long)]
+    /// Minimum wait after any upstream loss, as KA-16598 asks.
+    #[arg(long, help = core_help("reconnectDelayMs"))]
     pub reconnect_delay_ms: Option<u64>,
 
-    /// Random extra wait on top of each reconnect delay, ms (default a quarter of the delay,
-    /// at most 15000).
-    #[arg(long)]
+    /// Random extra wait on top of each reconnect delay.
+    #[arg(long, help = core_help("reconnectJitterMs"))]
     pub reconnect_jitter_ms: Option<u64>,
 
-    /// Cap of the growing wait after repeated failures, ms (default 240000).
-    #[arg(long)]
+    /// Cap of the growing wait after repeated failures.
+    #[arg(long, help = core_help("maxReconnectDelayMs"))]
     pub max_reconnect_delay_ms: Option<u64>,
 
-    /// Silence after which an upstream connection counts as lost, ms; 0 = off (default 600000).
-    #[arg(long)]
+    /// Silence after which an upstream connection counts as lost.
+    #[arg(long, help = core_help("idleTimeoutMs"))]
     pub idle_timeout_ms: Option<u64>,
 
-    /// Largest record accepted, in bytes (default 1 MiB).
-    #[arg(long)]
+    /// Largest record accepted.
+    #[arg(long, help = core_help("maxRecordBytes"))]
     pub max_record_bytes: Option<u64>,
 
-    /// Recent hit ids remembered to drop duplicates; 0 = off (default 100000).
-    #[arg(long)]
+    /// Recent hit ids remembered to drop duplicates.
+    #[arg(long, help = core_help("dedupWindow"))]
     pub dedup_window: Option<u64>,
 
-    /// Ask Live Stream for server-side smoothing (`smoothing=1`).
-    #[arg(long)]
+    /// Ask Live Stream for server-side smoothing.
+    #[arg(long, help = core_help("smoothing"))]
     pub smoothing: bool,
 
-    /// `smoothingBucketSize` in seconds, 1..7200 (only with --smoothing).
-    #[arg(long)]
+    /// `smoothingBucketSize` (only with --smoothing).
+    #[arg(long, help = core_help("smoothingBucketSize"))]
     pub smoothing_bucket_size: Option<u64>,
 
-    /// Where a new stream starts: smallest or largest (first connection only).
-    #[arg(long)]
+    /// Where a new stream starts (first connection only).
+    #[arg(long, help = core_help("reset"))]
     pub reset: Option<String>,
 
     /// An origin besides the upstream's own that may receive the token and API key on a
     /// redirect, e.g. https://livestream-2.adobe.net. Repeatable.
-    #[arg(long = "redirect-origin", value_name = "ORIGIN")]
+    #[arg(long = "redirect-origin", value_name = "ORIGIN", help = core_help("redirectOrigins"))]
     pub redirect_origins: Vec<String>,
 
     /// Adobe IMS base URL; tokens come from POST {ims}/ims/token/v3.
@@ -170,6 +170,31 @@ pub struct Cli {
     pub fleet_stream_max: u64,
 }
 
+/// The `--help` text of a flag that mirrors a core option, made from the core's schema
+/// (`livestream_wasm::core::config::OPTIONS`): its meaning, what it takes and its default, so
+/// no default or range is written twice (the JavaScript API and the README use the same).
+fn core_help(option: &str) -> String {
+    let Some(spec) = option_spec(option) else {
+        // Only reachable through a typo in this file; the tests build the help.
+        panic!("{option} is not an option of the core's schema");
+    };
+    let mut meaning = spec.meaning.replace('`', "");
+    if let Some(first) = meaning.get(..1) {
+        meaning = first.to_uppercase() + &meaning[1..];
+    }
+    match spec.kind {
+        // A switch here: present means true.
+        Kind::Bool => format!("{meaning}. Off by default (JS option {})", spec.name),
+        _ => format!(
+            "{meaning}. Takes {}; default {} (JS option {})",
+            // A flag is left out rather than set to `undefined`.
+            spec.expected().trim_end_matches(" or undefined"),
+            spec.default,
+            spec.name
+        ),
+    }
+}
+
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
     let (prefix, dir) = s
         .split_once('=')
@@ -240,6 +265,83 @@ pub fn stream_name(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flags that mirror a core option, as (flag, option).
+    const MIRRORED: [(&str, &str); 12] = [
+        ("max-connections", "maxConnections"),
+        ("connections", "connections"),
+        ("reconnect-delay-ms", "reconnectDelayMs"),
+        ("reconnect-jitter-ms", "reconnectJitterMs"),
+        ("max-reconnect-delay-ms", "maxReconnectDelayMs"),
+        ("idle-timeout-ms", "idleTimeoutMs"),
+        ("max-record-bytes", "maxRecordBytes"),
+        ("dedup-window", "dedupWindow"),
+        ("smoothing", "smoothing"),
+        ("smoothing-bucket-size", "smoothingBucketSize"),
+        ("reset", "reset"),
+        ("redirect-origin", "redirectOrigins"),
+    ];
+
+    #[test]
+    fn flags_that_mirror_core_options_take_their_help_from_the_schema() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for (flag, option) in MIRRORED {
+            let spec = option_spec(option).unwrap();
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("--{flag} is missing"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert_eq!(help, core_help(option), "--{flag}");
+            let default = match spec.kind {
+                Kind::Bool => "Off by default".to_string(),
+                _ => format!("default {}", spec.default),
+            };
+            assert!(
+                help.contains(&format!("{default} (JS option {option})")),
+                "--{flag}: {help}"
+            );
+        }
+        // Every core option a relay operator can set is mirrored (url is --upstream; the
+        // token and API key come from the environment, never from flags).
+        let not_flags = ["url", "token", "apiKey"];
+        for spec in livestream_wasm::core::config::OPTIONS {
+            assert!(
+                not_flags.contains(&spec.name) || MIRRORED.iter().any(|(_, o)| *o == spec.name),
+                "core option {} has no relay flag",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_table_shows_the_schema_defaults() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("relay/README.md");
+        for (flag, option) in MIRRORED {
+            let spec = option_spec(option).unwrap();
+            let row = readme
+                .lines()
+                .find(|l| {
+                    l.strip_prefix(&format!("| `--{flag}"))
+                        .is_some_and(|rest| rest.starts_with([' ', '`']))
+                })
+                .unwrap_or_else(|| panic!("relay/README.md has no row for --{flag}"));
+            let cells = row.replace("\\|", "/");
+            let default = cells
+                .split('|')
+                .nth(2)
+                .unwrap_or("")
+                .trim()
+                .replace('`', "");
+            let want = match spec.kind {
+                Kind::Bool => "off",
+                _ => spec.default,
+            };
+            assert_eq!(default, want, "relay/README.md, --{flag}");
+        }
+    }
 
     #[test]
     fn names_are_last_segments() {
