@@ -211,6 +211,11 @@ export function runFraming(ctx) {
   return runCoreOnly(() => new ctx.bench.BenchFramer(), ctx);
 }
 
+/** (c1) Framing plus the record scanner (validation, key fields) in wasm (BenchScan). */
+export function runScan(ctx) {
+  return runCoreOnly(() => new ctx.bench.BenchScan(), ctx);
+}
+
 /** (c2) The whole core chain in wasm (BenchScanner): framing, validation and id rewriting,
  * de-duplication and the batch, with no hit handed to JavaScript. */
 export function runCore(ctx) {
@@ -222,11 +227,12 @@ export const CONTENDERS = {
   onHits: runOnHits,
   onBatch: runOnBatch,
   framing: runFraming,
+  scan: runScan,
   core: runCore,
 };
 
 /** Contenders that need the `bench` build of the package and deliver counts, not ids. */
-export const CORE_ONLY = new Set(["framing", "core"]);
+export const CORE_ONLY = new Set(["framing", "scan", "core"]);
 
 /** The figures of a count-only run, in the shape `verify` returns. */
 export function countOnly(expected, count) {

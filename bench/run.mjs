@@ -16,7 +16,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
-import { median } from "./contenders.mjs";
+import { CORE_ONLY, median } from "./contenders.mjs";
 import { summarize } from "./profile-summary.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -46,6 +46,7 @@ const LABEL = {
   onHits: "(b) LiveStream onHits (objects)",
   onBatch: "(b2) LiveStream onBatch (ids+time)",
   framing: "(c) framing alone (wasm, counted)",
+  scan: "(c1) framing + record scan (wasm)",
   core: "(c2) core alone: frame+scan+dedup+batch",
 };
 const SOURCES = ["mem", "net"];
@@ -94,7 +95,7 @@ if (coreOnly) {
     coreOnly = false;
   }
   if (!coreOnly) log("bench: no bench package: the core-only contenders (c, c2) are skipped");
-  else CONTENDER_NAMES.push("framing", "core");
+  else CONTENDER_NAMES.push("framing", "scan", "core");
 }
 // The page loads the bench package through the server's /bench/ route.
 const benchPkgUrl = "/" + path.relative(root, benchPkgDir).split(path.sep).join("/");
@@ -207,7 +208,7 @@ async function heapUsed(cdp) {
 async function benchChromium(browser, server) {
   const rows = [];
   let fingerprint;
-  const names = CONTENDER_NAMES.filter((c) => !((c === "framing" || c === "core") && !benchPkgUrl.startsWith("/bench/")));
+  const names = CONTENDER_NAMES.filter((c) => !(CORE_ONLY.has(c) && !benchPkgUrl.startsWith("/bench/")));
   for (const source of SOURCES) {
     log(`bench: chromium ${source}: ${names.join(", ")} interleaved (${runs} rounds + warm-up, ${hits} records)…`);
     const { context, page, cdp } = await openPage(browser, server);
@@ -539,11 +540,11 @@ const header = [
   `livestream-wasm bench — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}`,
   `data: ${hits.toLocaleString("en-US")} hits (seed ${seed}) + ~0.5 % empty records, CRLF, ~1.2 KB/record; ` +
     `contenders interleaved round by round in one process / page, medians of ${runs} rounds after a warm-up round, "× base" = median of the per-round ratios; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
-    `"net" = real fetch from a local server (child process, chunked, 64 KiB writes; in Node the baseline uses the global fetch, LiveStream and (c)/(c2) the package's node:http one)` + (fingerprint ? `; data ${fingerprint}` : ""),
+    `"net" = real fetch from a local server (child process, chunked, 64 KiB writes; in Node the baseline uses the global fetch, LiveStream and (c)/(c1)/(c2) the package's node:http one)` + (fingerprint ? `; data ${fingerprint}` : ""),
   `ids wrong = hits whose hitIdHigh/hitIdLow string differs from the generator's; collide = distinct true ids delivered as ` +
     `the same id as another; ` +
     (coreOnly
-      ? `(c)/(c2): the \`bench\` build (${path.relative(root, benchPkgDir)}) fed the same body, nothing handed to JS (counts only)`
+      ? `(c)/(c1)/(c2): the \`bench\` build (${path.relative(root, benchPkgDir)}) fed the same body, nothing handed to JS (counts only)`
       : "(c) framing alone: skipped (no bench package)"),
 ];
 const report = [
