@@ -15,7 +15,7 @@ import webpack from "webpack";
 import { rollup } from "rollup";
 import { nodeResolve } from "@rollup/plugin-node-resolve";
 import { importMetaAssets } from "@web/rollup-plugin-import-meta-assets";
-import { BIG_ID, MAX_ID, cleanup, installInto, pack, record, repo, run, script, startEmulator, tempDir } from "./support.mjs";
+import { BIG_ID, MAX_ID, cleanup, firstTwoHitsScript, packedApp, record, repo, run, script, startEmulator } from "./support.mjs";
 
 const LINES = [record(BIG_ID, "4948646782672799561", "first"), "", record(MAX_ID, MAX_ID, "max"),
   record(BIG_ID, "4948646782672799561", "duplicate")];
@@ -36,26 +36,6 @@ stream.start();
 `;
 }
 
-/** A Node-style script (Node, Deno, Bun) that prints the ids of the first two hits. */
-function nodeScript(importLines) {
-  return `${importLines}
-const hits = [];
-const stream = new LiveStream({
-  url: process.argv[2],
-  token: "any-token",
-  onHits(batch) {
-    hits.push(...batch);
-    if (hits.length === 2) {
-      stream.close();
-      console.log(JSON.stringify(hits.map((h) => [h.hitIdHigh, h.hitIdLow])));
-    }
-  },
-  onError(e) { console.error(JSON.stringify(e)); },
-});
-stream.start();
-`;
-}
-
 describe("bundlers and hosts", () => {
   let work;
   let app; // a project with the packed package installed
@@ -65,10 +45,7 @@ describe("bundlers and hosts", () => {
   let streams = 0;
 
   before(async () => {
-    work = tempDir("bundlers");
-    const packed = pack(work);
-    app = join(work, "app");
-    installInto(app, packed.tarball);
+    ({ work, app } = packedApp("bundlers"));
     site = join(work, "site");
     mkdirSync(site);
     emulator = await startEmulator(["--www", site, "--mount", `/pkg/=${join(app, "node_modules/livestream-wasm/pkg")}`]);
@@ -232,7 +209,7 @@ worker.onmessage = ({ data }) => {
   test("Node CommonJS: require() works (Node >= 20.19); without require(esm), the documented import() does", async () => {
     const stream = await newStream("require");
     const url = `${emulator.url}/api/1/stream/${stream}`;
-    writeFileSync(join(app, "required.cjs"), nodeScript(`const { LiveStream } = require("livestream-wasm");`));
+    writeFileSync(join(app, "required.cjs"), firstTwoHitsScript(`const { LiveStream } = require("livestream-wasm");`));
     const r = run(process.execPath, ["required.cjs", url], { cwd: app, timeout: 20_000 });
     assert.deepEqual(JSON.parse(r.stdout), EXPECTED);
     assert.equal(r.stderr, "");
@@ -245,7 +222,7 @@ worker.onmessage = ({ data }) => {
     writeFileSync(join(app, "imported.cjs"), `(async () => {
   const { default: init, LiveStream } = await import("livestream-wasm");
   await init();
-${nodeScript("").replace(/^/gm, "  ")}})();
+${firstTwoHitsScript("").replace(/^/gm, "  ")}})();
 `);
     const r2 = run(process.execPath, [...old, "imported.cjs", `${emulator.url}/api/1/stream/${stream2}`], { cwd: app, timeout: 20_000 });
     assert.deepEqual(JSON.parse(r2.stdout), EXPECTED);
@@ -259,7 +236,7 @@ ${nodeScript("").replace(/^/gm, "  ")}})();
   for (const [host, command] of Object.entries(denoBun)) {
     test(`${host}: the README's import gets exact hits, and the process exits after close()`, async () => {
       const stream = await newStream(host);
-      writeFileSync(join(app, `${host}.mjs`), nodeScript(`import init, { LiveStream } from "livestream-wasm";
+      writeFileSync(join(app, `${host}.mjs`), firstTwoHitsScript(`import init, { LiveStream } from "livestream-wasm";
 await init();`));
       const [cmd, args] = command(`${host}.mjs`, `${emulator.url}/api/1/stream/${stream}`);
       const r = run(cmd, args, {

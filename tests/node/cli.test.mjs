@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIG_ID, MAX_ID, cleanup, installInto, pack, record, repo, script, startEmulator, tempDir } from "./support.mjs";
+import { BIG_ID, MAX_ID, cleanup, packedApp, record, repo, script, startEmulator } from "./support.mjs";
 
 const TOKEN = "cli-test-token";
 const API_KEY = "cli-test-key";
@@ -40,10 +40,7 @@ describe("the command line: livestream-wasm tail", () => {
   let emulator;
 
   before(async () => {
-    work = tempDir("cli");
-    const packed = pack(work);
-    app = join(work, "app");
-    installInto(app, packed.tarball);
+    ({ work, app } = packedApp("cli"));
     bin = join(app, "node_modules/.bin/livestream-wasm");
     emulator = await startEmulator(["--token", TOKEN, "--api-key", API_KEY]);
   });

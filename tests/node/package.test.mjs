@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
-  BIG_ID, MAX_ID, cleanup, installInto, pack, record, repo, run, script, startEmulator, tempDir,
+  BIG_ID, MAX_ID, cleanup, firstTwoHitsScript, installInto, packedApp, record, repo, run, script, startEmulator,
 } from "./support.mjs";
 
 const LINES = [record(BIG_ID, "4948646782672799561", "first"), "", record(MAX_ID, MAX_ID, "max"),
@@ -25,10 +25,7 @@ describe("the packed npm package", () => {
   let emulator;
 
   before(async () => {
-    work = tempDir("pkg");
-    packed = pack(work);
-    app = join(work, "app");
-    installInto(app, packed.tarball);
+    ({ work, app, packed } = packedApp("pkg"));
     // The browser page and the Vite output are served by the emulator, same origin as the API.
     mkdirSync(join(work, "site"));
     mkdirSync(join(work, "vite-app/dist"), { recursive: true });
@@ -74,24 +71,9 @@ describe("the packed npm package", () => {
 
   test("Node: the README's import gets exact hits from the emulator, and the process exits after close()", async () => {
     await script(emulator.url, "node-readme", { rate: 0, body: { lines: LINES, chunk_size: 3, then: "hold" } });
-    writeFileSync(join(app, "main.mjs"), `
-import init, { LiveStream } from "livestream-wasm";
-await init();
-const hits = [];
-const stream = new LiveStream({
-  url: process.argv[2],
-  token: "any-token",
-  onHits(batch) {
-    hits.push(...batch);
-    if (hits.length === 2) {
-      stream.close();
-      console.log(JSON.stringify(hits.map((h) => [h.hitIdHigh, h.hitIdLow])));
-    }
-  },
-  onError(e) { console.error(JSON.stringify(e)); },
-});
-stream.start();
-`);
+    // The README's import, then a stream that prints its first two hits' ids.
+    writeFileSync(join(app, "main.mjs"), firstTwoHitsScript(`import init, { LiveStream } from "livestream-wasm";
+await init();`));
     const r = run(process.execPath, ["main.mjs", `${emulator.url}/api/1/stream/node-readme`], { cwd: app, timeout: 20_000 });
     assert.deepEqual(JSON.parse(r.stdout.trim()), EXPECTED);
     assert.equal(r.stderr, "");

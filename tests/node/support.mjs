@@ -103,6 +103,38 @@ export function installInto(dir, tarball, extra = {}) {
   run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error", tarball], { cwd: dir });
 }
 
+/** A fresh temporary folder with the package packed into it and installed into its `app/`. */
+export function packedApp(prefix) {
+  const work = tempDir(prefix);
+  const packed = pack(work);
+  const app = join(work, "app");
+  installInto(app, packed.tarball);
+  return { work, app, packed };
+}
+
+/**
+ * A Node-style script (Node, Deno, Bun): `importLines`, then a LiveStream on the URL in
+ * argv[2] that prints the ids of the first two hits as JSON and closes the stream.
+ */
+export function firstTwoHitsScript(importLines) {
+  return `${importLines}
+const hits = [];
+const stream = new LiveStream({
+  url: process.argv[2],
+  token: "any-token",
+  onHits(batch) {
+    hits.push(...batch);
+    if (hits.length === 2) {
+      stream.close();
+      console.log(JSON.stringify(hits.map((h) => [h.hitIdHigh, h.hitIdLow])));
+    }
+  },
+  onError(e) { console.error(JSON.stringify(e)); },
+});
+stream.start();
+`;
+}
+
 export function cleanup(dir) {
   rmSync(dir, { recursive: true, force: true });
 }
