@@ -518,6 +518,7 @@ impl RelayMetrics {
                     "clientsTotal": s.clients_total.load(Relaxed),
                     "clientsCut": s.clients_cut.load(Relaxed),
                     "replayedRecords": s.replayed_records.load(Relaxed),
+                    "fleet": self.fleet_id.as_ref().map(|_| s.fleet.status_json()),
                 })
             })
             .collect();
@@ -529,7 +530,70 @@ impl RelayMetrics {
             "uptimeMs": self.started.elapsed().as_millis() as u64,
             "tokenSource": self.token_source,
             "tokenRenewals": self.token_renewals.load(Relaxed),
+            "fleet": self.fleet_id.as_ref().map(|id| json!({
+                "relayId": id,
+                "redisUp": self.redis_up.load(Relaxed),
+                "redisError": *self.redis_error.lock().expect("metrics lock"),
+            })),
             "streams": streams,
         })
+    }
+}
+
+impl FleetStats {
+    /// This stream's fleet figures for `/status` (the same as the `livestream_relay_fleet_*`
+    /// families of `/metrics`): which slot leases this relay holds, and the Redis traffic.
+    fn status_json(&self) -> Value {
+        let leases: Vec<Value> = self
+            .leases
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .enumerate()
+            .map(|(slot, (held, token))| json!({"slot": slot, "held": held, "fencingToken": token}))
+            .collect();
+        json!({
+            "leases": leases,
+            "handovers": self.handovers.load(Relaxed),
+            "leaseLosses": self.lease_losses.load(Relaxed),
+            "fencedWrites": self.fenced_refusals.load(Relaxed),
+            "recordsAppended": self.records_appended.load(Relaxed),
+            "recordsRead": self.records_read.load(Relaxed),
+            "duplicatesDropped": self.duplicates_dropped.load(Relaxed),
+            "batchesDropped": self.batches_dropped.load(Relaxed),
+            "streamLength": self.stream_length.load(Relaxed),
+            "streamLagMs": self.stream_lag_ms.load(Relaxed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_has_fleet_figures_only_in_fleet_mode() {
+        let stream = Arc::new(StreamMetrics::new("demo"));
+        let mut metrics = RelayMetrics::new(vec![stream.clone()], "fixed");
+        let alone = metrics.status_json();
+        assert_eq!(alone["fleet"], Value::Null);
+        assert_eq!(alone["streams"][0]["fleet"], Value::Null);
+
+        metrics.fleet_id = Some("relay-a".into());
+        metrics.redis_up.store(true, Relaxed);
+        *stream.fleet.leases.lock().unwrap() = vec![(true, 7), (false, 3)];
+        stream.fleet.records_appended.store(1200, Relaxed);
+        stream.fleet.handovers.store(1, Relaxed);
+        let fleet = metrics.status_json();
+        assert_eq!(fleet["fleet"]["relayId"], "relay-a");
+        assert_eq!(fleet["fleet"]["redisUp"], true);
+        let f = &fleet["streams"][0]["fleet"];
+        assert_eq!(
+            f["leases"][0],
+            json!({"slot": 0, "held": true, "fencingToken": 7})
+        );
+        assert_eq!(f["leases"][1]["held"], false);
+        assert_eq!(f["recordsAppended"], 1200);
+        assert_eq!(f["handovers"], 1);
     }
 }
