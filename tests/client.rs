@@ -4,7 +4,8 @@ mod support;
 
 use livestream_wasm::core::{ErrorCode, Event, Options, ResponseHead, SlotState, TokenSource};
 use proptest::prelude::*;
-use support::{crc32, ms, options, record, Harness, URL};
+use support::gzip::gzip_member;
+use support::{ms, options, record, Harness, URL};
 
 const DELAY: u64 = 60_000;
 const JITTER: u64 = 15_000;
@@ -702,12 +703,8 @@ fn records_without_ids_are_delivered_and_not_deduplicated() {
 
 #[test]
 fn gzip_body_is_inflated_in_the_core() {
-    use miniz_oxide::deflate::compress_to_vec;
     let text = format!("{}\r\n{}\r\n", record(5, 6), record(7, 8));
-    let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-    gz.extend(compress_to_vec(text.as_bytes(), 6));
-    gz.extend(crc32(text.as_bytes()).to_le_bytes());
-    gz.extend((text.len() as u32).to_le_bytes());
+    let gz = gzip_member(text.as_bytes(), 6, 0);
     let mut h = Harness::new(options());
     h.start();
     h.respond(0, 200);

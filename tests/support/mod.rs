@@ -1,6 +1,15 @@
-//! A virtual-time driver for the sans-IO client, shared by the client tests.
+//! Shared test support of the core: a virtual-time host for the sans-IO client (the client
+//! and storm tests), and the record path's oracles and gzip builder (the framing and client
+//! tests).
+//!
+//! The fuzz crate compiles this same file as `livestream_fuzz::support`, so that its targets
+//! check against the same oracles: it may use only what both have, the core crate,
+//! miniz_oxide and std.
 
 #![allow(dead_code)]
+
+pub mod gzip;
+pub mod oracles;
 
 use livestream_wasm::core::record::write_with_quoted_ids;
 use livestream_wasm::core::{
@@ -266,20 +275,4 @@ pub fn record(high: u64, low: u64) -> String {
     format!(
         r#"{{"reportSuite":"examplecomprod","hitIdHigh":{high},"hitIdLow":{low},"visIdHigh":1944017885723175213,"visIdLow":2512895455560210216,"timeGMT":1372782179,"receivedTimeGMT":1372782180,"pageName":"Page #8552","geoCity":"paris","evars":{{"evars":{{"eVar1":"Summer"}}}},"newField":[1,2,{{"x":null}}]}}"#
     )
-}
-
-/// Bit-by-bit CRC-32 (IEEE): an independent reference for building gzip trailers in tests.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
