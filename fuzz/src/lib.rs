@@ -12,10 +12,10 @@
 //! - [`client::client`]: the client state machine under a host whose every move comes from
 //!   the input: the reconnect delay after a loss, the connection limit, silence after close.
 //!
-//! The oracles that the core's integration tests use too (the reference framer and chunked
-//! feeder, the gzip builder, the surrogate fix for serde_json) are the core's
-//! `tests/support/mod.rs`, compiled here as [`support`]: one copy serves both, without a
-//! crate or a feature of its own.
+//! The oracles and host helpers that the core's integration tests use too (the reference
+//! framer and chunked feeder, the gzip builder, the surrogate fix for serde_json, the
+//! virtual clock's timer loop) are the core's `tests/support/mod.rs`, compiled here as
+//! [`support`]: one copy serves both, without a crate or a feature of its own.
 
 //!
 //! Coverage-guided fuzzing (optional). cargo-fuzz needs a nightly toolchain; AFL++ works on

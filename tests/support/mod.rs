@@ -37,6 +37,36 @@ impl HitSink for Hits {
     }
 }
 
+/// A host that runs a client on a virtual clock (ms): what the timer helpers below need.
+/// The client tests' [`Harness`] is one, and so is the fuzz crate's host.
+pub trait VirtualHost {
+    /// The client it drives.
+    fn client(&mut self) -> &mut Client;
+    /// The virtual clock, in ms.
+    fn clock(&mut self) -> &mut u64;
+    /// Carries out what the client asked since the last call.
+    fn drain(&mut self);
+
+    /// Moves the clock to `t` (never back), fires the client's timer there and drains, as
+    /// a host's timer would (the client ignores a call before its deadline).
+    fn fire_at(&mut self, t: u64) {
+        let now = (*self.clock()).max(t);
+        *self.clock() = now;
+        self.client().handle_timeout(Instant::from_millis(now));
+        self.drain();
+    }
+
+    /// Fires, in order, every timer that falls due by `end`, each at its own time.
+    fn fire_due_timers(&mut self, end: u64) {
+        while let Some(t) = self.client().poll_timeout().map(Instant::as_millis) {
+            if t > end {
+                break;
+            }
+            self.fire_at(t);
+        }
+    }
+}
+
 /// Plays the host: keeps the clock, carries out every output and records it.
 pub struct Harness {
     pub client: Client,
@@ -145,31 +175,18 @@ impl Harness {
         self.client.poll_timeout().map(Instant::as_millis)
     }
 
-    /// Moves the clock forward, firing timers on the way as a host would.
+    /// Moves the clock forward, firing timers on the way as a host would, then the timer
+    /// at the end (a host whose timer fires late).
     pub fn advance(&mut self, ms: u64) {
         let end = self.now + ms;
-        while let Some(t) = self.timeout() {
-            if t > end {
-                break;
-            }
-            self.now = self.now.max(t);
-            let now = self.at();
-            self.client.handle_timeout(now);
-            self.drain();
-        }
-        self.now = end;
-        let now = self.at();
-        self.client.handle_timeout(now);
-        self.drain();
+        self.fire_due_timers(end);
+        self.fire_at(end);
     }
 
     /// Advances to the next timer and fires it.
     pub fn fire_next_timer(&mut self) {
         let t = self.timeout().expect("a timer is set");
-        self.now = self.now.max(t);
-        let now = self.at();
-        self.client.handle_timeout(now);
-        self.drain();
+        self.fire_at(t);
     }
 
     pub fn last_connect(&self) -> &ConnectRequest {
@@ -267,6 +284,18 @@ impl Harness {
                 _ => None,
             })
             .collect()
+    }
+}
+
+impl VirtualHost for Harness {
+    fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+    fn clock(&mut self) -> &mut u64 {
+        &mut self.now
+    }
+    fn drain(&mut self) {
+        Harness::drain(self);
     }
 }
 
