@@ -322,6 +322,20 @@ fn rewrite(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, RecordError> 
     Ok(s.info)
 }
 
+/// Changes one byte of `text` at `at` (mod its length + 1): deletes it (`op` 0), inserts
+/// `byte` before it (1) or replaces it (2); a delete or replace past the end does nothing.
+fn change_one_byte(text: &mut Vec<u8>, op: u8, at: usize, byte: u8) {
+    let at = at % (text.len() + 1);
+    match op {
+        0 if at < text.len() => {
+            text.remove(at);
+        }
+        1 => text.insert(at, byte),
+        _ if at < text.len() => text[at] = byte,
+        _ => {}
+    }
+}
+
 /// A random JSON value with keys that are never id names (so any object is valid).
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -441,13 +455,7 @@ proptest! {
         byte in prop::sample::select(b"{}[]:,\"\\ 0123456789.eE+-tfnulrsax\t\n\x01".to_vec()),
     ) {
         let mut text = serde_json::to_vec(&Value::Object(v.into_iter().collect())).unwrap();
-        let at = at % (text.len() + 1);
-        match op {
-            0 if at < text.len() => { text.remove(at); }
-            1 => text.insert(at, byte),
-            _ if at < text.len() => text[at] = byte,
-            _ => {}
-        }
+        change_one_byte(&mut text, op, at, byte);
         prop_assume!(std::str::from_utf8(&text).is_ok());
         let serde = serde_json::from_slice::<Value>(&text);
         if let Err(e) = &serde {
@@ -552,13 +560,7 @@ proptest! {
         }
         let mut text = format!("{ws}{{{ws}{}{ws}}}{ws}", parts.join(&format!("{ws},{ws}"))).into_bytes();
         if let Some((op, at, byte)) = mutate {
-            let at = at % (text.len() + 1);
-            match op {
-                0 if at < text.len() => { text.remove(at); }
-                1 => text.insert(at, byte),
-                _ if at < text.len() => text[at] = byte,
-                _ => {}
-            }
+            change_one_byte(&mut text, op, at, byte);
         }
         // A mutation may cut a UTF-8 sequence: the scanner repairs it (U+FFFD, flagged) as
         // a browser's decoder would, so the reference sees the repaired text too.

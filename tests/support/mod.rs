@@ -97,6 +97,32 @@ pub fn options() -> Options {
     }
 }
 
+/// [`options`] without jitter, so that every wait is exact.
+pub fn no_jitter() -> Options {
+    Options {
+        reconnect_jitter: ms(0),
+        ..options()
+    }
+}
+
+/// A response head with a `Retry-After` header.
+pub fn retry_after(status: u16, value: &str) -> ResponseHead {
+    ResponseHead {
+        status,
+        retry_after: Some(value.into()),
+        ..ResponseHead::default()
+    }
+}
+
+/// A redirect's response head.
+pub fn redirect(status: u16, location: &str) -> ResponseHead {
+    ResponseHead {
+        status,
+        location: Some(location.into()),
+        ..ResponseHead::default()
+    }
+}
+
 /// Milliseconds as the core's duration type.
 pub fn ms(n: u64) -> Option<livestream_wasm::core::Duration> {
     Some(livestream_wasm::core::Duration::from_millis(n))
@@ -123,6 +149,13 @@ impl Harness {
             error_body: String::new(),
             drains: 0,
         }
+    }
+
+    /// A harness whose client has started (connects made, outputs drained).
+    pub fn started(o: Options) -> Self {
+        let mut h = Self::new(o);
+        h.start();
+        h
     }
 
     /// The current time as the core's instant.
@@ -265,6 +298,13 @@ impl Harness {
             .rev()
             .find(|s| s.slot.index() == slot)
             .expect("a status for the slot")
+    }
+
+    /// The wait the slot's last status announced, in ms.
+    pub fn retry_in_ms(&self, slot: usize) -> Option<u64> {
+        self.last_status(slot)
+            .retry_in
+            .map(|d| d.as_millis() as u64)
     }
 
     pub fn state(&self, slot: usize) -> SlotState {
