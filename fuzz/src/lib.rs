@@ -40,6 +40,31 @@ pub mod rng;
 pub mod support;
 pub mod targets;
 
+/// Target (a) as the random driver runs it (`fuzz_framer`).
+pub const FRAMER: driver::Target = driver::Target {
+    name: "framer",
+    run: targets::framer,
+    generate: gen::framer_input,
+    keep_prefix: targets::FRAMER_HEADER,
+};
+
+/// Target (b) as the random driver runs it (`fuzz_record`).
+pub const RECORD: driver::Target = driver::Target {
+    name: "record",
+    run: targets::record,
+    generate: gen::record_input,
+    keep_prefix: 0,
+};
+
+/// Target (c) as the random driver runs it (`fuzz_client`); mutations keep the seven bytes
+/// that pick the client's options and seed.
+pub const CLIENT: driver::Target = driver::Target {
+    name: "client",
+    run: client::client,
+    generate: gen::client_input,
+    keep_prefix: 7,
+};
+
 #[cfg(test)]
 mod tests {
     use crate::{driver, gen, rng::Rng, support, targets};
