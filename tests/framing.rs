@@ -4,7 +4,8 @@
 //! The oracles are independent of the code under test: a few-line reference framer that
 //! works on the whole body at once, a bit-by-bit CRC-32 with a hand-built gzip container
 //! around miniz_oxide's deflate, serde_json for JSON validity and values, and a
-//! `HashSet` + `VecDeque` model for de-duplication.
+//! `HashSet` + `VecDeque` model for de-duplication. The framing and gzip oracles live in
+//! tests/support, where the fuzz targets use them too.
 
 mod support;
 
@@ -16,97 +17,26 @@ use livestream_wasm::core::record::{
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
-use support::crc32;
+use support::gzip::gzip_member;
+use support::oracles::{
+    assert_within_cap, neutralize_surrogates, push_chunks, reference_framing, Ev, Events,
+};
 
 // ----- helpers ---------------------------------------------------------------------------
-
-/// What a sink saw, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Ev {
-    Record(Vec<u8>),
-    Oversized(u64),
-    GzipError(String),
-}
-
-#[derive(Default)]
-struct Events(Vec<Ev>);
-
-impl FrameSink for Events {
-    fn record(&mut self, record: &[u8]) {
-        self.0.push(Ev::Record(record.to_vec()));
-    }
-    fn oversized(&mut self, bytes: u64) {
-        self.0.push(Ev::Oversized(bytes));
-    }
-    fn gzip_error(&mut self, message: &str) {
-        self.0.push(Ev::GzipError(message.to_string()));
-    }
-}
-
-fn blank(b: &[u8]) -> bool {
-    b.iter().all(|c| b" \t\r".contains(c))
-}
-
-/// The framing rules applied to a whole body at once.
-fn reference(body: &[u8], max: usize) -> (Vec<Ev>, u64) {
-    let mut evs = Vec::new();
-    let mut lines: Vec<&[u8]> = body.split(|&c| c == b'\n').collect();
-    let tail = lines.pop().unwrap();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max {
-            evs.push(Ev::Oversized(line.len() as u64));
-        } else if !blank(line) {
-            evs.push(Ev::Record(line.to_vec()));
-        }
-    }
-    let left = if blank(tail) { 0 } else { tail.len() as u64 };
-    (evs, left)
-}
 
 /// Feeds `body` in chunks of the given sizes (cycled), checking the memory bound after
 /// every push. Returns the events and what `finish` said.
 fn feed(framer: &mut Framer, body: &[u8], sizes: &[usize], max: usize) -> (Vec<Ev>, u64) {
     let mut sink = Events::default();
-    let mut rest = body;
-    let mut k = 0;
-    while !rest.is_empty() {
-        let n = sizes[k % sizes.len()].clamp(1, rest.len());
-        k += 1;
-        framer.push(&rest[..n], &mut sink);
-        rest = &rest[n..];
-        assert!(
-            framer.buffered_capacity() <= max + 1,
-            "buffer capacity {} > cap {} + 1",
-            framer.buffered_capacity(),
-            max
-        );
-    }
+    push_chunks(
+        framer,
+        body,
+        sizes.iter().copied().cycle(),
+        &mut sink,
+        |f| assert_within_cap(f, max),
+    );
     let left = framer.finish();
     (sink.0, left)
-}
-
-/// One gzip member around `data`; `flags` picks FHCRC(2)/FEXTRA(4)/FNAME(8)/FCOMMENT(16).
-fn gzip_member(data: &[u8], level: u8, flags: u8) -> Vec<u8> {
-    let mut v = vec![0x1f, 0x8b, 8, flags, 0x78, 0x56, 0x34, 0x12, 0, 3];
-    if flags & 4 != 0 {
-        v.extend(6u16.to_le_bytes());
-        v.extend(b"AB\x02\x00hi");
-    }
-    if flags & 8 != 0 {
-        v.extend(b"records.json\x00");
-    }
-    if flags & 16 != 0 {
-        v.extend("a comment, é\x00".as_bytes());
-    }
-    if flags & 2 != 0 {
-        let h = crc32(&v) as u16;
-        v.extend(h.to_le_bytes());
-    }
-    v.extend(miniz_oxide::deflate::compress_to_vec(data, level));
-    v.extend(crc32(data).to_le_bytes());
-    v.extend((data.len() as u32).to_le_bytes());
-    v
 }
 
 /// A gzip body of `data` cut into members at the given positions.
@@ -183,7 +113,7 @@ proptest! {
     #[test]
     fn plain_any_split_same_records(body in body(), sizes in chunk_sizes(), max in cap()) {
         prop_assume!(!body.starts_with(b"\x1f\x8b"));
-        let want = reference(&body, max);
+        let want = reference_framing(&body, max);
         let mut f = Framer::new(max);
         prop_assert_eq!(feed(&mut f, &body, &sizes, max), want.clone());
         // Whole body in one chunk, and 1-byte chunks, on the same (reused) framer.
@@ -202,7 +132,7 @@ proptest! {
         level in 0u8..=9,
         flags in prop::collection::vec(prop::sample::select(vec![0u8, 2, 4, 8, 16, 30]), 1..4),
     ) {
-        let want = reference(&body, max);
+        let want = reference_framing(&body, max);
         let gz = gzip_body(&body, &cuts, level, &flags);
         let mut f = Framer::new(max);
         prop_assert_eq!(feed(&mut f, &gz, &sizes, max), want.clone());
@@ -216,17 +146,10 @@ proptest! {
         let gz = gzip_member(&body, 6, 0);
         // From 2 bytes on it is known to be gzip.
         let cut = 2 + cut % (gz.len() - 2);
-        let (want, _) = reference(&body, 1000);
+        let (want, _) = reference_framing(&body, 1000);
         let mut f = Framer::new(1000);
         let mut sink = Events::default();
-        let mut rest = &gz[..cut];
-        let mut k = 0;
-        while !rest.is_empty() {
-            let n = sizes[k % sizes.len()].clamp(1, rest.len());
-            k += 1;
-            f.push(&rest[..n], &mut sink);
-            rest = &rest[n..];
-        }
+        push_chunks(&mut f, &gz[..cut], sizes.iter().copied().cycle(), &mut sink, |_| {});
         prop_assert!(f.gzip_member_incomplete());
         f.finish();
         prop_assert!(sink.0.len() <= want.len());
@@ -312,20 +235,14 @@ fn exact_max_records_do_not_grow_the_buffer_past_the_cap() {
             for cuts in &cut_sets {
                 let mut f = Framer::new(max);
                 let mut sink = Events::default();
-                let mut rest = &body[..];
-                for &n in cuts.iter().chain(std::iter::repeat(&1_000_000)) {
-                    if rest.is_empty() {
-                        break;
-                    }
-                    let n = n.clamp(1, rest.len());
-                    f.push(&rest[..n], &mut sink);
-                    rest = &rest[n..];
+                let sizes = cuts.iter().copied().chain(std::iter::repeat(1_000_000));
+                push_chunks(&mut f, &body, sizes, &mut sink, |f| {
                     assert!(
                         f.buffered_capacity() <= max + 1,
                         "max {max}, record {len}, cuts {cuts:?}: capacity {} after a push",
                         f.buffered_capacity()
-                    );
-                }
+                    )
+                });
                 assert_eq!(sink.0, want, "max {max}, record {len}, cuts {cuts:?}");
                 assert!(
                     f.buffered_capacity() <= KEEP_CAPACITY,
@@ -403,6 +320,20 @@ fn rewrite(record: &[u8], out: &mut Vec<u8>) -> Result<RecordInfo, RecordError> 
     let s = scan_record(record, &mut repaired)?;
     write_with_quoted_ids(s.text, &s.info, out);
     Ok(s.info)
+}
+
+/// Changes one byte of `text` at `at` (mod its length + 1): deletes it (`op` 0), inserts
+/// `byte` before it (1) or replaces it (2); a delete or replace past the end does nothing.
+fn change_one_byte(text: &mut Vec<u8>, op: u8, at: usize, byte: u8) {
+    let at = at % (text.len() + 1);
+    match op {
+        0 if at < text.len() => {
+            text.remove(at);
+        }
+        1 => text.insert(at, byte),
+        _ if at < text.len() => text[at] = byte,
+        _ => {}
+    }
 }
 
 /// A random JSON value with keys that are never id names (so any object is valid).
@@ -524,13 +455,7 @@ proptest! {
         byte in prop::sample::select(b"{}[]:,\"\\ 0123456789.eE+-tfnulrsax\t\n\x01".to_vec()),
     ) {
         let mut text = serde_json::to_vec(&Value::Object(v.into_iter().collect())).unwrap();
-        let at = at % (text.len() + 1);
-        match op {
-            0 if at < text.len() => { text.remove(at); }
-            1 => text.insert(at, byte),
-            _ if at < text.len() => text[at] = byte,
-            _ => {}
-        }
+        change_one_byte(&mut text, op, at, byte);
         prop_assume!(std::str::from_utf8(&text).is_ok());
         let serde = serde_json::from_slice::<Value>(&text);
         if let Err(e) = &serde {
@@ -578,31 +503,6 @@ proptest! {
         );
         prop_assert_eq!(String::from_utf8(out).unwrap(), want);
     }
-}
-
-/// serde_json rejects lone surrogate escapes (`"\ud83d"`), which are valid JSON text and
-/// which `JSON.parse` (the reference) accepts; so the differential tests compare against
-/// serde_json on a copy where every surrogate escape is replaced by `\u0041` (same length,
-/// same validity otherwise). Escaped backslashes are skipped, so `\\ud83d` is left alone.
-fn neutralize_surrogates(text: &[u8]) -> Vec<u8> {
-    let mut out = text.to_vec();
-    let mut i = 0;
-    while i + 1 < out.len() {
-        if out[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        if out[i + 1] == b'u' && i + 6 <= out.len() {
-            let hex = std::str::from_utf8(&out[i + 2..i + 6]).ok();
-            if let Some(cp) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
-                if (0xd800..=0xdfff).contains(&cp) {
-                    out[i + 2..i + 6].copy_from_slice(b"0041");
-                }
-            }
-        }
-        i += 2;
-    }
-    out
 }
 
 /// An id value as it may appear in a stream, and the id it yields under the module's rule
@@ -660,13 +560,7 @@ proptest! {
         }
         let mut text = format!("{ws}{{{ws}{}{ws}}}{ws}", parts.join(&format!("{ws},{ws}"))).into_bytes();
         if let Some((op, at, byte)) = mutate {
-            let at = at % (text.len() + 1);
-            match op {
-                0 if at < text.len() => { text.remove(at); }
-                1 => text.insert(at, byte),
-                _ if at < text.len() => text[at] = byte,
-                _ => {}
-            }
+            change_one_byte(&mut text, op, at, byte);
         }
         // A mutation may cut a UTF-8 sequence: the scanner repairs it (U+FFFD, flagged) as
         // a browser's decoder would, so the reference sees the repaired text too.
@@ -829,14 +723,7 @@ proptest! {
             malformed: Vec::new(),
         };
         let mut f = Framer::new(1 << 20);
-        let mut rest = &body[..];
-        let mut k = 0;
-        while !rest.is_empty() {
-            let n = sizes[k % sizes.len()].clamp(1, rest.len());
-            k += 1;
-            f.push(&rest[..n], &mut pipe);
-            rest = &rest[n..];
-        }
+        push_chunks(&mut f, &body, sizes.iter().copied().cycle(), &mut pipe, |_| {});
         prop_assert_eq!(f.finish(), 0);
 
         // The model.

@@ -103,7 +103,7 @@ fn run(o: Options, print: bool) -> Outcome {
             if status == 200 {
                 opened_at = Some(h.now);
             }
-            let wait = h.last_status(0).retry_in.map(|d| d.as_millis() as u64);
+            let wait = h.retry_in_ms(0);
             out.attempts.push((t, status, wait));
             if print {
                 let verdict = match status {
@@ -132,11 +132,7 @@ fn run(o: Options, print: bool) -> Outcome {
                 out.connected_ms += h.now - opened_at.take().unwrap();
                 h.fail(0, "connection reset by peer");
                 if print {
-                    let wait = h
-                        .last_status(0)
-                        .retry_in
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
+                    let wait = h.retry_in_ms(0).unwrap_or(0);
                     println!(
                         "  t={:>7.1} s  the service drops the connection -> waiting {:.1} s",
                         h.now as f64 / 1000.0,

@@ -15,6 +15,8 @@ use livestream_wasm::core::{
     ResponseHead, SlotId, SlotState, TokenSource,
 };
 
+use crate::support::VirtualHost;
+
 /// Reads the input as a stream of small numbers; zeros once it runs out.
 struct Bytes<'a>(&'a [u8]);
 
@@ -250,16 +252,9 @@ impl Host {
         (!live.is_empty()).then(|| live[input.byte() as usize % live.len()])
     }
 
+    /// Fires the timers due by `end` on time, then lets the clock reach `end`.
     fn advance_to(&mut self, end: u64) {
-        while let Some(t) = self.client.poll_timeout().map(Instant::as_millis) {
-            if t > end {
-                break;
-            }
-            self.now = self.now.max(t);
-            let now = self.at();
-            self.client.handle_timeout(now);
-            self.drain();
-        }
+        self.fire_due_timers(end);
         self.now = self.now.max(end);
     }
 
@@ -387,9 +382,7 @@ impl Host {
             }
             14 => {
                 // A host that fires the timer early or twice.
-                let now = self.at();
-                self.client.handle_timeout(now);
-                self.drain();
+                self.fire_at(self.now);
             }
             _ => {
                 if input.byte().is_multiple_of(4) {
@@ -421,6 +414,18 @@ impl Host {
             }
         }
         assert_eq!(self.client.poll_timeout(), None, "a timer after close");
+    }
+}
+
+impl VirtualHost for Host {
+    fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+    fn clock(&mut self) -> &mut u64 {
+        &mut self.now
+    }
+    fn drain(&mut self) {
+        Host::drain(self);
     }
 }
 

@@ -15,6 +15,7 @@ use crate::gen::mutate;
 use crate::rng::Rng;
 
 /// One fuzz target: its name, the check, and its input generator.
+#[derive(Clone, Copy)]
 pub struct Target {
     /// Name, used for the corpus and artifacts directories.
     pub name: &'static str,
@@ -84,6 +85,12 @@ fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// A `fuzz_<target>` binary's whole `main`: runs the driver for `target` with the
+/// command-line arguments and exits with its status.
+pub fn run(target: Target) -> ! {
+    std::process::exit(main(target))
 }
 
 /// Runs the driver for `target` with the command-line arguments; returns the exit status.

@@ -11,6 +11,11 @@
 //!   key fields, and the quoted output.
 //! - [`client::client`]: the client state machine under a host whose every move comes from
 //!   the input: the reconnect delay after a loss, the connection limit, silence after close.
+//!
+//! The oracles and host helpers that the core's integration tests use too (the reference
+//! framer and chunked feeder, the gzip builder, the surrogate fix for serde_json, the
+//! virtual clock's timer loop) are the core's `tests/support/mod.rs`, compiled here as
+//! [`support`]: one copy serves both, without a crate or a feature of its own.
 
 //!
 //! Coverage-guided fuzzing (optional). cargo-fuzz needs a nightly toolchain; AFL++ works on
@@ -31,11 +36,38 @@ pub mod client;
 pub mod driver;
 pub mod gen;
 pub mod rng;
+#[path = "../../tests/support/mod.rs"]
+pub mod support;
 pub mod targets;
+
+/// Target (a) as the random driver runs it (`fuzz_framer`).
+pub const FRAMER: driver::Target = driver::Target {
+    name: "framer",
+    run: targets::framer,
+    generate: gen::framer_input,
+    keep_prefix: targets::FRAMER_HEADER,
+};
+
+/// Target (b) as the random driver runs it (`fuzz_record`).
+pub const RECORD: driver::Target = driver::Target {
+    name: "record",
+    run: targets::record,
+    generate: gen::record_input,
+    keep_prefix: 0,
+};
+
+/// Target (c) as the random driver runs it (`fuzz_client`); mutations keep the seven bytes
+/// that pick the client's options and seed.
+pub const CLIENT: driver::Target = driver::Target {
+    name: "client",
+    run: client::client,
+    generate: gen::client_input,
+    keep_prefix: 7,
+};
 
 #[cfg(test)]
 mod tests {
-    use crate::{driver, gen, rng::Rng, targets};
+    use crate::{driver, gen, rng::Rng, support, targets};
 
     /// The committed seed inputs pass (the driver also checks them before each run).
     #[test]
@@ -64,9 +96,9 @@ mod tests {
     /// The reference helpers themselves.
     #[test]
     fn helpers() {
-        assert_eq!(targets::crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(support::gzip::crc32(b"123456789"), 0xcbf4_3926);
         assert_eq!(
-            targets::neutralize_surrogates(br#""\ud83d \\ud83d \u00e9""#),
+            support::oracles::neutralize_surrogates(br#""\ud83d \\ud83d \u00e9""#),
             br#""\u0041 \\ud83d \u00e9""#
         );
         assert_eq!(targets::expected_id("12"), (Some(12), true));

@@ -2,86 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use livestream_wasm::core::framer::{FrameSink, Framer, KEEP_CAPACITY};
+use livestream_wasm::core::framer::{Framer, KEEP_CAPACITY};
 use livestream_wasm::core::record::{scan_record, write_with_quoted_ids, HitKey, ID_FIELDS};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::rng::Rng;
+use crate::support::gzip::gzip_member;
+use crate::support::oracles::{
+    assert_within_cap, neutralize_surrogates, push_chunks, reference_framing, Events,
+};
 
 // ----- (a) the framer ------------------------------------------------------------------
-
-/// What a sink saw, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ev {
-    /// A record's bytes.
-    Record(Vec<u8>),
-    /// An oversized record's length.
-    Oversized(u64),
-    /// A gzip error message.
-    GzipError(String),
-}
-
-#[derive(Default)]
-struct Events(Vec<Ev>);
-
-impl FrameSink for Events {
-    fn record(&mut self, record: &[u8]) {
-        self.0.push(Ev::Record(record.to_vec()));
-    }
-    fn oversized(&mut self, bytes: u64) {
-        self.0.push(Ev::Oversized(bytes));
-    }
-    fn gzip_error(&mut self, message: &str) {
-        self.0.push(Ev::GzipError(message.to_string()));
-    }
-}
-
-fn blank(b: &[u8]) -> bool {
-    b.iter().all(|c| b" \t\r".contains(c))
-}
-
-/// The framing rules applied to a whole body at once: events and the leftover length.
-pub fn reference_framing(body: &[u8], max: usize) -> (Vec<Ev>, u64) {
-    let mut evs = Vec::new();
-    let mut lines: Vec<&[u8]> = body.split(|&c| c == b'\n').collect();
-    let tail = lines.pop().unwrap_or_default();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max {
-            evs.push(Ev::Oversized(line.len() as u64));
-        } else if !blank(line) {
-            evs.push(Ev::Record(line.to_vec()));
-        }
-    }
-    let left = if blank(tail) { 0 } else { tail.len() as u64 };
-    (evs, left)
-}
-
-/// CRC-32 (IEEE), bit by bit: independent of the framer's table-driven one.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xedb8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// One gzip member (RFC 1952, no optional fields) around `data`.
-pub fn gzip_member(data: &[u8], level: u8) -> Vec<u8> {
-    let mut v = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-    v.extend(miniz_oxide::deflate::compress_to_vec(data, level));
-    v.extend(crc32(data).to_le_bytes());
-    v.extend((data.len() as u32).to_le_bytes());
-    v
-}
 
 /// The framer's input layout: byte 0 flags (bit 0 gzip, bit 1 two gzip members, bits 2-4
 /// chunking style, bits 5-7 deflate level), bytes 1-3 the cap (little endian, mod
@@ -109,11 +41,11 @@ pub fn framer(data: &[u8]) {
         let level = flags >> 5;
         if flags & 2 != 0 && body.len() > 1 {
             let cut = rng.below(body.len());
-            let mut w = gzip_member(&body[..cut], level);
-            w.extend(gzip_member(&body[cut..], level));
+            let mut w = gzip_member(&body[..cut], level, 0);
+            w.extend(gzip_member(&body[cut..], level, 0));
             w
         } else {
-            gzip_member(&body, level)
+            gzip_member(&body, level, 0)
         }
     } else {
         body.clone()
@@ -121,28 +53,21 @@ pub fn framer(data: &[u8]) {
     let style = (flags >> 2) & 7;
     let mut f = Framer::new(max);
     let mut sink = Events::default();
-    let mut rest = &wire[..];
-    while !rest.is_empty() {
-        let n = match style {
-            0 => 1,
-            1 => 1 + rng.below(16),
-            2 => 1 + rng.below(max + 3),
-            3 => 1 + rng.below(70_000),
-            4 => rest.len(),
-            _ => {
-                let top = 1 + rng.below(4096);
-                1 + rng.below(top)
-            }
+    let sizes = std::iter::repeat_with(|| match style {
+        0 => 1,
+        1 => 1 + rng.below(16),
+        2 => 1 + rng.below(max + 3),
+        3 => 1 + rng.below(70_000),
+        // The rest at once.
+        4 => usize::MAX,
+        _ => {
+            let top = 1 + rng.below(4096);
+            1 + rng.below(top)
         }
-        .min(rest.len());
-        f.push(&rest[..n], &mut sink);
-        rest = &rest[n..];
-        assert!(
-            f.buffered_capacity() <= max + 1,
-            "buffer capacity {} > cap {max} + 1",
-            f.buffered_capacity()
-        );
-    }
+    });
+    push_chunks(&mut f, &wire, sizes, &mut sink, |f| {
+        assert_within_cap(f, max)
+    });
     if gzip {
         assert!(
             !f.gzip_member_incomplete(),
@@ -160,30 +85,6 @@ pub fn framer(data: &[u8]) {
 }
 
 // ----- (b) the record scanner ----------------------------------------------------------
-
-/// serde_json rejects lone surrogate escapes, which are valid JSON text that JSON.parse
-/// (the reference) accepts: give it a copy with every surrogate escape replaced by
-/// `\u0041` (same length, so byte positions still match).
-pub fn neutralize_surrogates(text: &[u8]) -> Vec<u8> {
-    let mut out = text.to_vec();
-    let mut i = 0;
-    while i + 1 < out.len() {
-        if out[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        if out[i + 1] == b'u' && i + 6 <= out.len() {
-            let hex = std::str::from_utf8(&out[i + 2..i + 6]).ok();
-            if let Some(cp) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
-                if (0xd800..=0xdfff).contains(&cp) {
-                    out[i + 2..i + 6].copy_from_slice(b"0041");
-                }
-            }
-        }
-        i += 2;
-    }
-    out
-}
 
 /// The id a raw JSON value yields under the module's rule, and whether it is a bare
 /// number (which gets quoted).

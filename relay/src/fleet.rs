@@ -742,19 +742,8 @@ impl FleetStream {
             let Some((data, e_ends)) = entry_records(e) else {
                 continue;
             };
-            let mut start = 0usize;
-            for end in e_ends {
-                let end = (end as usize).min(data.len());
-                if end < start {
-                    break;
-                }
-                let rec = &data[start..end];
-                start = end;
-                let body = rec.strip_suffix(b"\r\n").unwrap_or(rec);
-                let key = scan_record(body, &mut scratch)
-                    .ok()
-                    .and_then(|s| s.info.hit_key);
-                if let Some(k) = key {
+            for rec in split_records(&data, &e_ends) {
+                if let Some(k) = hit_key(rec, &mut scratch) {
                     if !dedup.insert(k) {
                         self.sm.fleet.duplicates_dropped.fetch_add(1, Relaxed);
                         continue;
@@ -801,22 +790,7 @@ impl FleetStream {
             let Some((data, ends)) = entry_records(e) else {
                 continue;
             };
-            let mut start = 0usize;
-            for end in ends {
-                let end = (end as usize).min(data.len());
-                if end < start {
-                    break;
-                }
-                let rec = &data[start..end];
-                start = end;
-                let body = rec.strip_suffix(b"\r\n").unwrap_or(rec);
-                if let Some(k) = scan_record(body, &mut scratch)
-                    .ok()
-                    .and_then(|s| s.info.hit_key)
-                {
-                    keys.push(k);
-                }
-            }
+            keys.extend(split_records(&data, &ends).filter_map(|rec| hit_key(rec, &mut scratch)));
         }
         keys
     }
@@ -841,6 +815,26 @@ fn entry_records(e: &StreamId) -> Option<(Bytes, Vec<u32>)> {
         _ => return None,
     };
     Some((raw, ends))
+}
+
+/// The records of a Stream entry's raw bytes, each with its CRLF, cut at `ends`: an end
+/// past the bytes is cut to them, and an end before its record's start ends the list.
+fn split_records<'a>(data: &'a [u8], ends: &'a [u32]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    ends.iter().scan(0usize, move |start, &end| {
+        let end = (end as usize).min(data.len());
+        if end < *start {
+            return None;
+        }
+        let rec = &data[*start..end];
+        *start = end;
+        Some(rec)
+    })
+}
+
+/// The hit key of a record as a Stream entry holds it (with its CRLF), when it has one.
+fn hit_key(rec: &[u8], scratch: &mut Vec<u8>) -> Option<HitKey> {
+    let body = rec.strip_suffix(b"\r\n").unwrap_or(rec);
+    scan_record(body, scratch).ok().and_then(|s| s.info.hit_key)
 }
 
 /// Everything a slot's ownership needs to build its driver.
@@ -1194,4 +1188,34 @@ pub(crate) fn start_stream(
         )));
     }
     (tasks, writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry's records as the reader and a new owner's seed both cut them.
+    #[test]
+    fn split_records_and_their_hit_keys() {
+        let data = b"{\"hitIdHigh\":1,\"hitIdLow\":2}\r\nnot json\r\n{\"a\":1}\r\n";
+        let ends = [30, 40, 49];
+        let recs: Vec<&[u8]> = split_records(data, &ends).collect();
+        assert_eq!(
+            recs,
+            [
+                &b"{\"hitIdHigh\":1,\"hitIdLow\":2}\r\n"[..],
+                b"not json\r\n",
+                b"{\"a\":1}\r\n"
+            ]
+        );
+        let mut scratch = Vec::new();
+        let keys: Vec<_> = recs.iter().map(|r| hit_key(r, &mut scratch)).collect();
+        assert_eq!(keys, [Some(HitKey { high: 1, low: 2 }), None, None]);
+        // An end past the bytes is cut to them; one that goes back ends the list.
+        assert_eq!(
+            split_records(b"abcd", &[2, 9, 1]).collect::<Vec<_>>(),
+            [&b"ab"[..], b"cd"]
+        );
+        assert_eq!(split_records(b"abcd", &[3, 1, 4]).count(), 1);
+    }
 }

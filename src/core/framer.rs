@@ -723,8 +723,15 @@ impl Crc32 {
     }
 }
 
+// The tests' independent CRC-32 and gzip builder: one file, shared with the integration
+// tests and the fuzz crate (tests/support/gzip.rs needs nothing but std and miniz_oxide).
+#[cfg(test)]
+#[path = "../../tests/support/gzip.rs"]
+mod test_gzip;
+
 #[cfg(test)]
 mod tests {
+    use super::test_gzip::{crc32, gzip_member};
     use super::*;
 
     #[derive(Default, Debug, PartialEq)]
@@ -762,28 +769,9 @@ mod tests {
             .collect()
     }
 
-    /// Bit-by-bit CRC-32 as an independent reference.
-    fn crc_ref(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
+    /// One plain gzip member (10-byte header) around `data`, at level 6.
     fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-        v.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
-        v.extend(crc_ref(data).to_le_bytes());
-        v.extend((data.len() as u32).to_le_bytes());
-        v
+        gzip_member(data, 6, 0)
     }
 
     #[test]
@@ -814,7 +802,7 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect();
         for split in [0, 1, 7, 8, 9, 500, 999, 1000] {
             let a = c.update(0, &data[..split]);
-            assert_eq!(c.update(a, &data[split..]), crc_ref(&data), "split {split}");
+            assert_eq!(c.update(a, &data[split..]), crc32(&data), "split {split}");
         }
     }
 
@@ -942,10 +930,10 @@ mod tests {
         v.extend(b"ab\x00cd");
         v.extend(b"name.json\x00");
         v.extend(b"a comment\x00");
-        let hcrc = crc_ref(&v) as u16;
+        let hcrc = crc32(&v) as u16;
         v.extend(hcrc.to_le_bytes());
         v.extend(miniz_oxide::deflate::compress_to_vec(data, 1));
-        v.extend(crc_ref(data).to_le_bytes());
+        v.extend(crc32(data).to_le_bytes());
         v.extend((data.len() as u32).to_le_bytes());
         let chunks: Vec<&[u8]> = v.chunks(1).collect();
         let (c, _) = run(100, &chunks);

@@ -1,6 +1,15 @@
-//! A virtual-time driver for the sans-IO client, shared by the client tests.
+//! Shared test support of the core: a virtual-time host for the sans-IO client (the client
+//! and storm tests), and the record path's oracles and gzip builder (the framing and client
+//! tests).
+//!
+//! The fuzz crate compiles this same file as `livestream_fuzz::support`, so that its targets
+//! check against the same oracles: it may use only what both have, the core crate,
+//! miniz_oxide and std.
 
 #![allow(dead_code)]
+
+pub mod gzip;
+pub mod oracles;
 
 use livestream_wasm::core::record::write_with_quoted_ids;
 use livestream_wasm::core::{
@@ -25,6 +34,36 @@ impl HitSink for Hits {
             .push((slot, String::from_utf8(quoted).expect("UTF-8"), *info));
         self.wire
             .push(String::from_utf8(text.to_vec()).expect("UTF-8"));
+    }
+}
+
+/// A host that runs a client on a virtual clock (ms): what the timer helpers below need.
+/// The client tests' [`Harness`] is one, and so is the fuzz crate's host.
+pub trait VirtualHost {
+    /// The client it drives.
+    fn client(&mut self) -> &mut Client;
+    /// The virtual clock, in ms.
+    fn clock(&mut self) -> &mut u64;
+    /// Carries out what the client asked since the last call.
+    fn drain(&mut self);
+
+    /// Moves the clock to `t` (never back), fires the client's timer there and drains, as
+    /// a host's timer would (the client ignores a call before its deadline).
+    fn fire_at(&mut self, t: u64) {
+        let now = (*self.clock()).max(t);
+        *self.clock() = now;
+        self.client().handle_timeout(Instant::from_millis(now));
+        self.drain();
+    }
+
+    /// Fires, in order, every timer that falls due by `end`, each at its own time.
+    fn fire_due_timers(&mut self, end: u64) {
+        while let Some(t) = self.client().poll_timeout().map(Instant::as_millis) {
+            if t > end {
+                break;
+            }
+            self.fire_at(t);
+        }
     }
 }
 
@@ -58,6 +97,32 @@ pub fn options() -> Options {
     }
 }
 
+/// [`options`] without jitter, so that every wait is exact.
+pub fn no_jitter() -> Options {
+    Options {
+        reconnect_jitter: ms(0),
+        ..options()
+    }
+}
+
+/// A response head with a `Retry-After` header.
+pub fn retry_after(status: u16, value: &str) -> ResponseHead {
+    ResponseHead {
+        status,
+        retry_after: Some(value.into()),
+        ..ResponseHead::default()
+    }
+}
+
+/// A redirect's response head.
+pub fn redirect(status: u16, location: &str) -> ResponseHead {
+    ResponseHead {
+        status,
+        location: Some(location.into()),
+        ..ResponseHead::default()
+    }
+}
+
 /// Milliseconds as the core's duration type.
 pub fn ms(n: u64) -> Option<livestream_wasm::core::Duration> {
     Some(livestream_wasm::core::Duration::from_millis(n))
@@ -84,6 +149,13 @@ impl Harness {
             error_body: String::new(),
             drains: 0,
         }
+    }
+
+    /// A harness whose client has started (connects made, outputs drained).
+    pub fn started(o: Options) -> Self {
+        let mut h = Self::new(o);
+        h.start();
+        h
     }
 
     /// The current time as the core's instant.
@@ -136,31 +208,18 @@ impl Harness {
         self.client.poll_timeout().map(Instant::as_millis)
     }
 
-    /// Moves the clock forward, firing timers on the way as a host would.
+    /// Moves the clock forward, firing timers on the way as a host would, then the timer
+    /// at the end (a host whose timer fires late).
     pub fn advance(&mut self, ms: u64) {
         let end = self.now + ms;
-        while let Some(t) = self.timeout() {
-            if t > end {
-                break;
-            }
-            self.now = self.now.max(t);
-            let now = self.at();
-            self.client.handle_timeout(now);
-            self.drain();
-        }
-        self.now = end;
-        let now = self.at();
-        self.client.handle_timeout(now);
-        self.drain();
+        self.fire_due_timers(end);
+        self.fire_at(end);
     }
 
     /// Advances to the next timer and fires it.
     pub fn fire_next_timer(&mut self) {
         let t = self.timeout().expect("a timer is set");
-        self.now = self.now.max(t);
-        let now = self.at();
-        self.client.handle_timeout(now);
-        self.drain();
+        self.fire_at(t);
     }
 
     pub fn last_connect(&self) -> &ConnectRequest {
@@ -241,6 +300,13 @@ impl Harness {
             .expect("a status for the slot")
     }
 
+    /// The wait the slot's last status announced, in ms.
+    pub fn retry_in_ms(&self, slot: usize) -> Option<u64> {
+        self.last_status(slot)
+            .retry_in
+            .map(|d| d.as_millis() as u64)
+    }
+
     pub fn state(&self, slot: usize) -> SlotState {
         self.client.stats().slots[slot].state
     }
@@ -261,25 +327,21 @@ impl Harness {
     }
 }
 
+impl VirtualHost for Harness {
+    fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+    fn clock(&mut self) -> &mut u64 {
+        &mut self.now
+    }
+    fn drain(&mut self) {
+        Harness::drain(self);
+    }
+}
+
 /// A realistic record line with the given ids (no terminator).
 pub fn record(high: u64, low: u64) -> String {
     format!(
         r#"{{"reportSuite":"examplecomprod","hitIdHigh":{high},"hitIdLow":{low},"visIdHigh":1944017885723175213,"visIdLow":2512895455560210216,"timeGMT":1372782179,"receivedTimeGMT":1372782180,"pageName":"Page #8552","geoCity":"paris","evars":{{"evars":{{"eVar1":"Summer"}}}},"newField":[1,2,{{"x":null}}]}}"#
     )
-}
-
-/// Bit-by-bit CRC-32 (IEEE): an independent reference for building gzip trailers in tests.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
