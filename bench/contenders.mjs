@@ -49,7 +49,7 @@ function idStore(expected) {
  * dropped), JSON.parse each non-empty line, hand the hit to the consumer (which keeps the two
  * hit id fields, as a dedup or a table would).
  */
-export async function runBaseline({ open, expected }) {
+export async function runBaseline({ open, expected }, parse = true) {
   const ids = idStore(expected);
   const t0 = performance.now();
   const res = await open();
@@ -71,9 +71,11 @@ export async function runBaseline({ open, expected }) {
       let end = nl;
       if (end > start && buf.charCodeAt(end - 1) === 13) end--;
       if (end > start) {
-        const hit = JSON.parse(buf.slice(start, end));
-        hi[n] = hit.hitIdHigh;
-        lo[n] = hit.hitIdLow;
+        if (parse) {
+          const hit = JSON.parse(buf.slice(start, end));
+          hi[n] = hit.hitIdHigh;
+          lo[n] = hit.hitIdLow;
+        }
         n++;
       }
       start = nl + 1;
@@ -84,15 +86,26 @@ export async function runBaseline({ open, expected }) {
   if (buf.length > 0) {
     const line = buf.endsWith("\r") ? buf.slice(0, -1) : buf;
     if (line) {
-      const hit = JSON.parse(line);
-      hi[n] = hit.hitIdHigh;
-      lo[n] = hit.hitIdLow;
+      if (parse) {
+        const hit = JSON.parse(line);
+        hi[n] = hit.hitIdHigh;
+        lo[n] = hit.hitIdLow;
+      }
       n++;
     }
   }
   const ms = performance.now() - t0;
   ids.n = n;
-  return { ms, ids, errors: 0, chunks };
+  return parse ? { ms, ids, errors: 0, chunks } : { ms, ids: null, count: n, errors: 0, chunks };
+}
+
+/**
+ * (a0) The baseline without JSON.parse: read, decode, split, count lines. What the baseline
+ * spends besides parsing; any contender that hands out every hit as a parsed object (onHits)
+ * pays for JSON.parse too, so baseline / (baseline - a0) bounds it.
+ */
+export function runSplit(ctx) {
+  return runBaseline(ctx, false);
 }
 
 /**
@@ -224,6 +237,7 @@ export function runCore(ctx) {
 
 export const CONTENDERS = {
   baseline: runBaseline,
+  split: runSplit,
   onHits: runOnHits,
   onBatch: runOnBatch,
   framing: runFraming,
