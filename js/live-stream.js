@@ -772,25 +772,29 @@ export class LiveStream {
     if (!onHits && !wantBatch) return undefined;
     // Out of wasm memory: the ASCII records decoded straight into a string, the few others
     // copied as bytes (see hit-batch.js), and the key columns packed by the engine
-    // (src/crossing.rs `pack_columns`) in one copy with views on it. In Chromium each
-    // ArrayBuffer costs more than the rest of the host per chunk: a 64 KiB one ~60 µs.
+    // (src/crossing.rs `pack_columns`) in one copy with views on it. In Chromium an
+    // ArrayBuffer costs far more than a string of the same size (a 64 KiB one ~60 µs).
     const buf = memory.buffer;
     const L = new Uint32Array(buf, this.#layoutPtr, 7);
     const latin1At = L[5];
     const wideAt = L[6];
+    const n8 = n * 8;
+    const ascii = textDecoder.decode(new Uint8Array(buf, L[0], latin1At));
+    if (!wantBatch && (L[2] & 3) === 0) {
+      // onHits alone: the hits are parsed now, before the next chunk reuses wasm memory, so
+      // the other records and the offsets are read in place; no copy, no HitBatch.
+      const rest = new Uint8Array(buf, L[0] + latin1At, L[1] - latin1At);
+      const starts = new Uint32Array(buf, L[2] + 6 * n8, n);
+      const ends = new Uint32Array(buf, L[2] + 6 * n8 + 4 * n, n);
+      const hits = hitsFromText(batchText(ascii, rest, latin1At, wideAt), starts, ends);
+      return this.#invoke("onHits", hits, { connection: a.connection });
+    }
     // One copy: the columns (57 bytes a hit), then the bytes of the non-ASCII records.
     const cols = new Uint8Array(buf, L[2], L[3]).slice().buffer;
-    const text = batchText(
-      textDecoder.decode(new Uint8Array(buf, L[0], latin1At)),
-      new Uint8Array(cols, 57 * n, L[3] - 57 * n),
-      latin1At,
-      wideAt,
-    );
-    const n8 = n * 8;
+    const text = batchText(ascii, new Uint8Array(cols, 57 * n, L[3] - 57 * n), latin1At, wideAt);
     const starts = new Uint32Array(cols, 6 * n8, n);
     const ends = new Uint32Array(cols, 6 * n8 + 4 * n, n);
     if (!wantBatch) {
-      // onHits alone: only the text and the offsets are used; no HitBatch is built.
       return this.#invoke("onHits", hitsFromText(text, starts, ends), { connection: a.connection });
     }
     const batch = new HitBatch(

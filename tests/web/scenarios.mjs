@@ -412,6 +412,27 @@ scenario("one large chunk of mixed text keeps stream order in every form", async
   assert.equal(k, total, "hits in all batches");
 });
 
+scenario("onHits alone (hits read from wasm memory in place) keeps mixed text and stream order", async ({ LiveStream }) => {
+  // With onHits as the only consumer the host parses each batch before the next chunk is fed
+  // and reads the non-ASCII records and the offsets where the engine wrote them; a chunk of
+  // many slices checks that nothing of one batch leaks into the next.
+  const pages = ["caf\u00e9", "plain", "\u{1f600}", "\u65e5\u672c", "x\u0100", "\u00ff"];
+  const total = 3000;
+  const want = Array.from({ length: total }, (_, i) => [String(1000 + i), String(2n ** 63n + BigInt(i))]);
+  const page = (i) => `${pages[(i * 7) % pages.length]} ${i}`;
+  const body = bytes(crlf(want.map(([h, l], i) => record(h, l, page(i)))));
+  const log = recorder();
+  const { onBatch, ...onlyHits } = log.callbacks;
+  assert.equal(typeof onBatch, "function", "the recorder has an onBatch to leave out");
+  const ls = new LiveStream({ ...options(`${EXAMPLE}/x`, { callbacks: onlyHits }), fetch: fakeFetch([{ status: 200, body, chunkSize: 100_000, hold: true }]) });
+  ls.start();
+  await log.until("all hits", () => log.hits.length >= total);
+  ls.close();
+  assert.equal(log.batches.length, 0, "no batches were asked for");
+  assert.deepEqual(hitIds(log.hits), want, "onHits order and ids");
+  log.hits.forEach((h, i) => assert.equal(h.pageName, page(i), `pageName of hit ${i}`));
+});
+
 // ---- new cases -----------------------------------------------------------------------------------
 
 /** A stream of generated hits (50/s) from the emulator: starts, waits for hits. */
