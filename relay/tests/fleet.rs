@@ -266,19 +266,16 @@ impl Drop for Client {
 }
 
 async fn start_emu() -> Emu {
-    Emu::start(
-        &[
-            "--seed",
-            "12",
-            "--rate",
-            "50",
-            "--slot-hold-secs",
-            "1",
-            "--resend",
-            "5",
-        ],
-        None,
-    )
+    Emu::start(&[
+        "--seed",
+        "12",
+        "--rate",
+        "50",
+        "--slot-hold-secs",
+        "1",
+        "--resend",
+        "5",
+    ])
     .await
 }
 
@@ -303,7 +300,7 @@ async fn owner(relays: &[&RelayProc], slot: usize) -> usize {
 /// Stops generation, waits until every client has every record the emulator sent (or the
 /// counts stop moving), and returns the emulator's stats and its unique records sent.
 async fn settle(emu: &Emu, clients: &[&Client]) -> (Value, u64) {
-    emu.admin("PUT", "/admin/streams/demo", r#"{"rate":0}"#)
+    emu.admin("PUT", "/admin/streams/demo", Some(r#"{"rate":0}"#))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut last = Vec::new();
@@ -318,7 +315,7 @@ async fn settle(emu: &Emu, clients: &[&Client]) -> (Value, u64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stats = emu.admin("GET", "/admin/stats?stream=demo", "").await;
+    let (_, stats) = emu.admin("GET", "/admin/stats?stream=demo", None).await;
     let unique: u64 = stats["connections"]
         .as_array()
         .expect("connections")
@@ -538,19 +535,16 @@ async fn sigstopped_owner_past_its_lease_is_fenced_and_never_connects_as_stale_o
     let Some(_) = redis_server() else { return };
     let _g = SERIAL.lock().await;
     let redis = Redis::start(free_port()).await;
-    let emu = Emu::start(
-        &[
-            "--seed",
-            "13",
-            "--rate",
-            "200",
-            "--slot-hold-secs",
-            "1",
-            "--resend",
-            "5",
-        ],
-        None,
-    )
+    let emu = Emu::start(&[
+        "--seed",
+        "13",
+        "--rate",
+        "200",
+        "--slot-hold-secs",
+        "1",
+        "--resend",
+        "5",
+    ])
     .await;
     let relays = [
         RelayProc::start(&emu, &redis, &[]).await,
