@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use livestream_wasm::core::record::ID_FIELDS;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -23,14 +24,7 @@ async fn stream_200_is_chunked_gzip_crlf_records_with_exact_ids() {
     for l in &lines {
         let v: Value = serde_json::from_str(l).expect("a record is JSON");
         assert!(v.is_object());
-        for f in [
-            "hitIdHigh",
-            "hitIdLow",
-            "visIdHigh",
-            "visIdLow",
-            "mcVisIdHigh",
-            "mcVisIdLow",
-        ] {
+        for f in ID_FIELDS {
             let exact = raw_u64(l, f).unwrap_or_else(|| panic!("{f} is a bare number in {l}"));
             assert_eq!(v[f].as_u64(), Some(exact), "{f}");
         }
