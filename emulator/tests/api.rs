@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use livestream_wasm::core::record::ID_FIELDS;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -16,21 +17,14 @@ async fn stream_200_is_chunked_gzip_crlf_records_with_exact_ids() {
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
-    let mut recs = r.records();
+    let mut recs = r.gzip_records();
     let lines = recs.take(60).await;
     let mut keys = HashSet::new();
     let mut above_2_53 = 0;
     for l in &lines {
         let v: Value = serde_json::from_str(l).expect("a record is JSON");
         assert!(v.is_object());
-        for f in [
-            "hitIdHigh",
-            "hitIdLow",
-            "visIdHigh",
-            "visIdLow",
-            "mcVisIdHigh",
-            "mcVisIdLow",
-        ] {
+        for f in ID_FIELDS {
             let exact = raw_u64(l, f).unwrap_or_else(|| panic!("{f} is a bare number in {l}"));
             assert_eq!(v[f].as_u64(), Some(exact), "{f}");
         }
@@ -84,7 +78,7 @@ async fn redirect_302_then_follow_with_auth() {
     assert_eq!(r.status, 401);
     let r = emu.get(&loc).await;
     assert_eq!(r.status, 200);
-    let mut recs = r.records();
+    let mut recs = r.gzip_records();
     recs.record().await;
     let s = emu.stats().await;
     assert_eq!(s["connections"][0]["maxConnections"], 2);
@@ -162,7 +156,13 @@ async fn methods_405_versions_505_names_404() {
         assert_eq!(r.status, 405, "{m}");
         assert_eq!(r.header("allow"), Some("GET, OPTIONS"));
     }
-    let r = send_raw(emu.addr, "GET", "/api/1/stream/known", "HTTP/1.0", STD, b"").await;
+    let r = Request {
+        version: "HTTP/1.0",
+        headers: STD,
+        ..Request::new("GET", "/api/1/stream/known")
+    }
+    .send(emu.addr)
+    .await;
     assert_eq!(r.status, 505);
     let r = emu.get("/api/1/stream/unknown").await;
     assert_eq!(r.status, 404);
@@ -274,7 +274,7 @@ async fn no_traffic_503() {
 async fn held_slot_refuses_early_reconnect_then_admits() {
     let hold = 1.5;
     let emu = Emu::start(&["--rate", "100", "--slot-hold-secs", "1.5"]).await;
-    let mut recs = emu.get("/api/1/stream/demo").await.records();
+    let mut recs = emu.get("/api/1/stream/demo").await.gzip_records();
     recs.take(3).await;
     drop(recs); // the client goes away
     let s = emu
@@ -310,7 +310,7 @@ async fn held_slot_refuses_early_reconnect_then_admits() {
         assert!(start.elapsed() < T, "never admitted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut recs = ok.records();
+    let mut recs = ok.gzip_records();
     recs.record().await;
     let s = emu.stats().await;
     let opened = s["connections"][1]["opened_ms"].as_u64().unwrap();
@@ -340,7 +340,7 @@ async fn early_status_503_variant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_resends_the_last_records_then_continues() {
     let emu = Emu::start(&["--rate", "100", "--slot-hold-secs", "0", "--resend", "3"]).await;
-    let mut a = emu.get("/api/1/stream/demo").await.records();
+    let mut a = emu.get("/api/1/stream/demo").await.gzip_records();
     let mut seen = a.take(10).await;
     // Quiesce: stop generation, read everything delivered, then drop from the server side.
     emu.admin("PUT", "/admin/streams/demo", Some(r#"{"rate":0}"#))
@@ -363,7 +363,7 @@ async fn resume_resends_the_last_records_then_continues() {
 
     emu.admin("PUT", "/admin/streams/demo", Some(r#"{"rate":100}"#))
         .await;
-    let mut b = emu.get("/api/1/stream/demo").await.records();
+    let mut b = emu.get("/api/1/stream/demo").await.gzip_records();
     let again = b.take(8).await;
     let old: Vec<(u64, u64)> = seen.iter().map(|l| hit_key(l)).collect();
     let new: Vec<(u64, u64)> = again.iter().map(|l| hit_key(l)).collect();
@@ -384,11 +384,14 @@ async fn resume_resends_the_last_records_then_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_smallest_replays_the_backlog() {
     let emu = Emu::start(&["--rate", "200", "--slot-hold-secs", "0"]).await;
-    let mut a = emu.get("/api/1/stream/demo").await.records();
+    let mut a = emu.get("/api/1/stream/demo").await.gzip_records();
     let first = a.take(20).await;
     emu.admin("POST", "/admin/drop", None).await;
     drop(a);
-    let mut b = emu.get("/api/1/stream/demo?reset=smallest").await.records();
+    let mut b = emu
+        .get("/api/1/stream/demo?reset=smallest")
+        .await
+        .gzip_records();
     // The oldest retained record may predate the first connection by a record or two.
     let replay: Vec<(u64, u64)> = b.take(25).await.iter().map(|l| hit_key(l)).collect();
     let first: Vec<(u64, u64)> = first.iter().map(|l| hit_key(l)).collect();
@@ -413,11 +416,11 @@ async fn visitors_are_partitioned_over_connections() {
     let mut a = emu
         .get("/api/1/stream/demo?maxConnections=2")
         .await
-        .records();
+        .gzip_records();
     let mut b = emu
         .get("/api/1/stream/demo?maxConnections=2")
         .await
-        .records();
+        .gzip_records();
     let vis = |l: &String| {
         (
             raw_u64(l, "visIdHigh").unwrap(),
@@ -436,7 +439,7 @@ async fn smoothing_is_accepted_and_delivers() {
     let mut r = emu
         .get("/api/1/stream/demo?smoothing=1&smoothingBucketSize=1")
         .await
-        .records();
+        .gzip_records();
     r.take(5).await;
     assert_eq!(
         emu.stats().await["connections"][0]["smoothing_bucket_secs"],
@@ -503,7 +506,7 @@ async fn scripted_body_and_canned_responses() {
     )
     .await;
     emu.admin("POST", "/admin/reset", None).await;
-    let mut r = emu.get("/api/1/stream/demo").await.records();
+    let mut r = emu.get("/api/1/stream/demo").await.gzip_records();
     assert!(r.record().await.contains("reportSuite"));
 
     // Bad scripts are refused with a reason.
@@ -558,7 +561,7 @@ async fn scripted_body_raw_and_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_crlf_when_idle() {
     let emu = Emu::start(&["--rate", "0", "--keepalive-secs", "0.2"]).await;
-    let mut r = emu.get("/api/1/stream/demo").await.records();
+    let mut r = emu.get("/api/1/stream/demo").await.gzip_records();
     for _ in 0..2 {
         assert_eq!(r.next(T).await.as_deref(), Some(""));
     }
@@ -708,7 +711,7 @@ async fn chaos_run(seed: &str) -> Vec<(Vec<u8>, Value)> {
     .await;
     let mut out = Vec::new();
     for i in 0..2 {
-        let mut r = emu.get("/api/1/stream/demo").await.records();
+        let mut r = emu.get("/api/1/stream/demo").await.gzip_records();
         let lines = r.until_end().await;
         assert!(lines.len() < 2000);
         assert_eq!(
@@ -763,8 +766,8 @@ async fn chaos_is_reproducible_under_a_seed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_drop_stats_reset() {
     let emu = Emu::start(&["--rate", "100", "--slot-hold-secs", "5"]).await;
-    let mut a = emu.get("/api/1/stream/a").await.records();
-    let mut b = emu.get("/api/1/stream/b").await.records();
+    let mut a = emu.get("/api/1/stream/a").await.gzip_records();
+    let mut b = emu.get("/api/1/stream/b").await.gzip_records();
     a.record().await;
     b.record().await;
     let s = emu.stats().await;

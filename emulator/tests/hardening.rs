@@ -67,14 +67,14 @@ async fn admin_values_out_of_range_are_400_and_the_emulator_stays_responsive() {
     }
     // Nothing was installed, and the stream still works, fast.
     assert!(emu.admin("GET", "/admin/streams/x", None).await.1["script"].is_null());
-    let mut recs = emu.get("/api/1/stream/x").await.records();
+    let mut recs = emu.get("/api/1/stream/x").await.gzip_records();
     recs.record().await;
     // The highest rate allowed keeps the emulator answering while it streams.
     let (status, _) = emu
         .admin("PUT", "/admin/streams/fast", Some(r#"{"rate":10000}"#))
         .await;
     assert_eq!(status, 200);
-    let mut fast = emu.get("/api/1/stream/fast").await.records();
+    let mut fast = emu.get("/api/1/stream/fast").await.gzip_records();
     fast.take(2000).await;
     let t = Instant::now();
     let r = emu.send("GET", "/healthz", &[], b"").await;
@@ -86,7 +86,7 @@ async fn admin_values_out_of_range_are_400_and_the_emulator_stays_responsive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_answers_no_other_origin() {
     let emu = Emu::start(&["--rate", "50", "--slot-hold-secs", "30"]).await;
-    let mut live = emu.get("/api/1/stream/kept").await.records();
+    let mut live = emu.get("/api/1/stream/kept").await.gzip_records();
     live.record().await;
     let evil = ("Origin", "http://evil.example");
     // A preflight from another origin gets no CORS headers at all.
@@ -444,7 +444,7 @@ async fn retained_records_and_scripts_are_bounded_across_streams() {
     let emu = Emu::start(&["--rate", "400", "--max-retained-records", "500"]).await;
     let mut conns = Vec::new();
     for i in 0..5 {
-        let mut r = emu.get(&format!("/api/1/stream/s{i}")).await.records();
+        let mut r = emu.get(&format!("/api/1/stream/s{i}")).await.gzip_records();
         r.take(150).await;
         conns.push(r);
     }

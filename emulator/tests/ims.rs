@@ -73,7 +73,7 @@ async fn ims_issues_tokens_the_stream_accepts() {
 
     let r = stream_with(&emu, &token).await;
     assert_eq!(r.status, 200);
-    let mut recs = r.records();
+    let mut recs = r.gzip_records();
     recs.record().await;
     // A token this emulator did not issue is refused, and so is the stream without x-api-key.
     let r = stream_with(&emu, "test-token").await;

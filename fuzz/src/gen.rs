@@ -2,6 +2,7 @@
 //! target quickly (records near the cap, ids of every kind), plus byte-level mutations.
 
 use crate::rng::Rng;
+use livestream_wasm::core::record::ID_FIELDS;
 
 /// Bytes that matter to the framer and the scanner.
 const SPECIAL: &[u8] = b"{}[]:,\"\\ \t\r\n0123456789.eE+-tfnulrsaxu\x01\x1f\x8b\x7f\xc3\xa9\xff";
@@ -139,13 +140,9 @@ fn id_value(rng: &mut Rng, out: &mut String) {
 /// A record: a JSON object with id fields (repeated, escaped names, any values), time
 /// fields, other members and whitespace; sometimes mutated at the byte level.
 pub fn record_input(rng: &mut Rng) -> Vec<u8> {
-    const NAMES: &[&str] = &[
-        "hitIdHigh",
-        "hitIdLow",
-        "visIdHigh",
-        "visIdLow",
-        "mcVisIdHigh",
-        "mcVisIdLow",
+    // Member names: the six id fields (ID_FIELDS), then an escaped id name, the time fields
+    // and two others; one drawn uniformly from the eleven.
+    const OTHER_NAMES: &[&str] = &[
         "hitId\\u0048igh",
         "timeGMT",
         "receivedTimeGMT",
@@ -163,7 +160,10 @@ pub fn record_input(rng: &mut Rng) -> Vec<u8> {
             s.push(',');
         }
         s.push_str(ws);
-        let name = rng.pick(NAMES);
+        let name = match rng.below(ID_FIELDS.len() + OTHER_NAMES.len()) {
+            i if i < ID_FIELDS.len() => ID_FIELDS[i],
+            i => OTHER_NAMES[i - ID_FIELDS.len()],
+        };
         s.push('"');
         s.push_str(name);
         s.push('"');

@@ -265,72 +265,147 @@ impl Drop for Client {
     }
 }
 
-async fn start_emu() -> Emu {
-    Emu::start(
-        &[
+/// The Prometheus sample that is 1 on the relay holding slot `slot`'s lease.
+fn lease_held(slot: usize) -> String {
+    format!("livestream_relay_fleet_lease_held{{stream=\"demo\",slot=\"{slot}\"}}")
+}
+
+/// One test's fleet, started in this order: redis-server, the emulator (1 s slot hold,
+/// --resend 5) and three relay processes. Fields drop in order: the relays (killed), the
+/// emulator, redis-server, and last the lock that runs the tests one at a time.
+struct Fleet {
+    relays: [RelayProc; 3],
+    emu: Emu,
+    redis: Redis,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Fleet {
+    /// Starts a fleet whose emulator generates with `seed` at `rate` records/s and whose
+    /// relays get `extra` flags; None (the test is skipped) without redis-server.
+    async fn start(seed: &str, rate: &str, extra: &[&str]) -> Option<Fleet> {
+        redis_server()?;
+        let serial = SERIAL.lock().await;
+        let redis = Redis::start(free_port()).await;
+        let emu = Emu::start(&[
             "--seed",
-            "12",
+            seed,
             "--rate",
-            "50",
+            rate,
             "--slot-hold-secs",
             "1",
             "--resend",
             "5",
-        ],
-        None,
-    )
-    .await
-}
+        ])
+        .await;
+        let relays = [
+            RelayProc::start(&emu, &redis, extra).await,
+            RelayProc::start(&emu, &redis, extra).await,
+            RelayProc::start(&emu, &redis, extra).await,
+        ];
+        Some(Fleet {
+            relays,
+            emu,
+            redis,
+            _serial: serial,
+        })
+    }
 
-/// Which relay holds slot `slot`'s lease (index), waiting for one to.
-async fn owner(relays: &[&RelayProc], slot: usize) -> usize {
-    let sample = format!("livestream_relay_fleet_lease_held{{stream=\"demo\",slot=\"{slot}\"}}");
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        for (i, r) in relays.iter().enumerate() {
-            if r.metric(&sample).await == Some(1.0) {
-                return i;
+    /// A gzip client on each of relays `which` (named r{i}/gzip), each followed by an
+    /// identity one (r{i}/plain) when `plain`.
+    async fn clients(&self, which: &[usize], plain: bool) -> Vec<Client> {
+        let mut clients = Vec::new();
+        for &i in which {
+            let addr = self.relays[i].addr;
+            clients.push(Client::start(format!("r{i}/gzip"), addr, true).await);
+            if plain {
+                clients.push(Client::start(format!("r{i}/plain"), addr, false).await);
             }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no owner for slot {slot}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        clients
     }
-}
 
-/// Stops generation, waits until every client has every record the emulator sent (or the
-/// counts stop moving), and returns the emulator's stats and its unique records sent.
-async fn settle(emu: &Emu, clients: &[&Client]) -> (Value, u64) {
-    emu.admin("PUT", "/admin/streams/demo", r#"{"rate":0}"#)
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut last = Vec::new();
-    let mut stable = 0;
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let counts: Vec<usize> = clients.iter().map(|c| c.len()).collect();
-        stable = if counts == last { stable + 1 } else { 0 };
-        last = counts;
-        if stable >= 5 || tokio::time::Instant::now() > deadline {
-            break;
+    /// Which relay holds slot `slot`'s lease (index), waiting for one to.
+    async fn owner(&self, slot: usize) -> usize {
+        let sample = lease_held(slot);
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            for (i, r) in self.relays.iter().enumerate() {
+                if r.metric(&sample).await == Some(1.0) {
+                    return i;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no owner for slot {slot}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stats = emu.admin("GET", "/admin/stats?stream=demo", "").await;
-    let unique: u64 = stats["connections"]
-        .as_array()
-        .expect("connections")
-        .iter()
-        .map(|c| c["records_sent"].as_u64().unwrap_or(0) - c["resent"].as_u64().unwrap_or(0))
-        .sum();
-    (stats, unique)
+
+    /// Waits until the emulator has exactly `n` live upstream connections, then lets
+    /// records flow for `run`.
+    async fn live_for(&self, what: &str, n: u64, run: Duration) {
+        self.emu
+            .wait_stats(what, |s| s["streams"]["demo"]["live"].as_u64() == Some(n))
+            .await;
+        tokio::time::sleep(run).await;
+    }
+
+    /// Stops generation, waits until every client has every record the emulator sent (or the
+    /// counts stop moving), and returns the emulator's stats and its unique records sent.
+    async fn settle(&self, clients: &[Client]) -> (Value, u64) {
+        self.emu
+            .admin("PUT", "/admin/streams/demo", Some(r#"{"rate":0}"#))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut last = Vec::new();
+        let mut stable = 0;
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let counts: Vec<usize> = clients.iter().map(|c| c.len()).collect();
+            stable = if counts == last { stable + 1 } else { 0 };
+            last = counts;
+            if stable >= 5 || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, stats) = self
+            .emu
+            .admin("GET", "/admin/stats?stream=demo", None)
+            .await;
+        let unique: u64 = stats["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .map(|c| c["records_sent"].as_u64().unwrap_or(0) - c["resent"].as_u64().unwrap_or(0))
+            .sum();
+        (stats, unique)
+    }
+
+    /// Prints the relays' fleet log lines (relay0..relay2) and the test's `marks`, in time
+    /// order, relative to `t0` (the fault).
+    fn transcript(&self, test: &str, t0: u64, marks: &[(u64, &str)]) {
+        let mut lines: Vec<(u64, String)> = self
+            .relays
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.fleet_lines(&format!("relay{i}")))
+            .filter(|(_, l)| !l.contains("upstream-connecting") && !l.contains("upstream-waiting"))
+            .collect();
+        lines.extend(marks.iter().map(|(t, m)| (*t, format!("test: {m}"))));
+        lines.sort();
+        println!("--- {test}: hand-over transcript (ms relative to the fault) ---");
+        for (t, l) in lines {
+            println!("{test}: {:>+7} {l}", t as i64 - t0 as i64);
+        }
+    }
 }
 
 /// Per client: (lost, duplicated) against `reference` (every record the fleet should have
 /// delivered); prints a line each.
-fn tally(test: &str, clients: &[&Client], reference: &HashSet<(u64, u64)>) -> Vec<(usize, usize)> {
+fn tally(test: &str, clients: &[Client], reference: &HashSet<(u64, u64)>) -> Vec<(usize, usize)> {
     clients
         .iter()
         .map(|c| {
@@ -348,18 +423,31 @@ fn tally(test: &str, clients: &[&Client], reference: &HashSet<(u64, u64)>) -> Ve
         .collect()
 }
 
-fn transcript(test: &str, relays: &[(&str, &RelayProc)], t0: u64, marks: &[(u64, &str)]) {
-    let mut lines: Vec<(u64, String)> = relays
-        .iter()
-        .flat_map(|(who, r)| r.fleet_lines(who))
-        .filter(|(_, l)| !l.contains("upstream-connecting") && !l.contains("upstream-waiting"))
-        .collect();
-    lines.extend(marks.iter().map(|(t, m)| (*t, format!("test: {m}"))));
-    lines.sort();
-    println!("--- {test}: hand-over transcript (ms relative to the fault) ---");
-    for (t, l) in lines {
-        println!("{test}: {:>+7} {l}", t as i64 - t0 as i64);
+/// The union of what `clients` received (what the fleet delivered), and each client's
+/// (lost, duplicated) against it; prints it next to the emulator's `unique` records sent and
+/// the records lost fleet-wide (`lost_why`: where they went), which is reported, not
+/// asserted.
+fn audit(test: &str, clients: &[Client], unique: u64, lost_why: &str) -> Vec<(usize, usize)> {
+    let mut reference = HashSet::new();
+    for c in clients {
+        reference.extend(c.keys());
     }
+    println!(
+        "{test}: emulator sent {unique} distinct records; the clients saw {}",
+        reference.len()
+    );
+    let t = tally(test, clients, &reference);
+    let lost_fleet = unique.saturating_sub(reference.len() as u64);
+    println!("{test}: records lost fleet-wide{lost_why}: {lost_fleet}");
+    t
+}
+
+/// Asserts that no client lost or duplicated a record (a `tally`).
+fn assert_none_lost_or_duplicated(t: &[(usize, usize)]) {
+    assert!(
+        t.iter().all(|&(l, d)| l == 0 && d == 0),
+        "lost or duplicated: {t:?}"
+    );
 }
 
 /// The emulator's connections of stream demo: (opened, closed) ms.
@@ -387,31 +475,16 @@ fn assert_polite(test: &str, stats: &Value, max_live: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_one_upstream_connection_per_slot_and_every_record_once_everywhere() {
-    let Some(_) = redis_server() else { return };
-    let _g = SERIAL.lock().await;
-    let redis = Redis::start(free_port()).await;
-    let emu = start_emu().await;
-    let mc = ["--max-connections", "2"];
-    let relays = [
-        RelayProc::start(&emu, &redis, &mc).await,
-        RelayProc::start(&emu, &redis, &mc).await,
-        RelayProc::start(&emu, &redis, &mc).await,
-    ];
-    let mut clients = Vec::new();
-    for (i, r) in relays.iter().enumerate() {
-        clients.push(Client::start(format!("r{i}/gzip"), r.addr, true).await);
-        clients.push(Client::start(format!("r{i}/plain"), r.addr, false).await);
-    }
-    emu.wait_stats("two live upstream connections", |s| {
-        s["streams"]["demo"]["live"].as_u64() == Some(2)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let Some(f) = Fleet::start("12", "50", &["--max-connections", "2"]).await else {
+        return;
+    };
+    let mut clients = f.clients(&[0, 1, 2], true).await;
+    f.live_for("two live upstream connections", 2, Duration::from_secs(3))
+        .await;
     // A late joiner gets the replay from the Stream-fed hub.
-    clients.push(Client::start("r2/late".into(), relays[2].addr, true).await);
+    clients.push(Client::start("r2/late".into(), f.relays[2].addr, true).await);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let refs: Vec<&Client> = clients.iter().collect();
-    let (stats, unique) = settle(&emu, &refs).await;
+    let (stats, unique) = f.settle(&clients).await;
     let conns = connections(&stats);
     assert_eq!(
         conns.len(),
@@ -426,11 +499,7 @@ async fn steady_state_one_upstream_connection_per_slot_and_every_record_once_eve
         "the fleet delivered every record the emulator sent"
     );
     assert!(unique > 100, "records flowed: {unique}");
-    let t = tally("steady", &refs, &reference);
-    assert!(
-        t.iter().all(|&(l, d)| l == 0 && d == 0),
-        "lost or duplicated: {t:?}"
-    );
+    assert_none_lost_or_duplicated(&tally("steady", &clients, &reference));
     // Exact ids, same bytes, same order on every relay.
     let first = clients[0].lines.lock().unwrap().clone();
     for c in &clients[1..] {
@@ -441,65 +510,37 @@ async fn steady_state_one_upstream_connection_per_slot_and_every_record_once_eve
             c.name
         );
     }
-    let held: f64 = {
-        let mut n = 0.0;
-        for r in &relays {
-            for slot in 0..2 {
-                n += r
-                    .metric(&format!(
-                        "livestream_relay_fleet_lease_held{{stream=\"demo\",slot=\"{slot}\"}}"
-                    ))
-                    .await
-                    .unwrap_or(0.0);
-            }
+    let mut held = 0.0;
+    for r in &f.relays {
+        for slot in 0..2 {
+            held += r.metric(&lease_held(slot)).await.unwrap_or(0.0);
         }
-        n
-    };
+    }
     assert_eq!(held, 2.0, "each slot's lease held by exactly one relay");
-    emu.stop().await;
+    f.emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_owner_hands_over_after_the_delay_without_loss_or_duplicates() {
-    let Some(_) = redis_server() else { return };
-    let _g = SERIAL.lock().await;
-    let redis = Redis::start(free_port()).await;
-    let emu = start_emu().await;
-    let relays = [
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-    ];
-    let o = owner(&relays.iter().collect::<Vec<_>>(), 0).await;
+    let Some(f) = Fleet::start("12", "50", &[]).await else {
+        return;
+    };
+    let o = f.owner(0).await;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != o).collect();
-    let mut clients = Vec::new();
-    for &i in &survivors {
-        clients.push(Client::start(format!("r{i}/gzip"), relays[i].addr, true).await);
-        clients.push(Client::start(format!("r{i}/plain"), relays[i].addr, false).await);
-    }
-    emu.wait_stats("a live upstream connection", |s| {
-        s["streams"]["demo"]["live"].as_u64() == Some(1)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let clients = f.clients(&survivors, true).await;
+    f.live_for("a live upstream connection", 1, Duration::from_secs(2))
+        .await;
     let t_kill = now_ms();
-    relays[o].signal(libc::SIGKILL);
-    emu.wait_stats("the take-over connection", |s| {
-        connections(s).len() == 2 && s["streams"]["demo"]["live"].as_u64() == Some(1)
-    })
-    .await;
+    f.relays[o].signal(libc::SIGKILL);
+    f.emu
+        .wait_stats("the take-over connection", |s| {
+            connections(s).len() == 2 && s["streams"]["demo"]["live"].as_u64() == Some(1)
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let refs: Vec<&Client> = clients.iter().collect();
-    let (stats, unique) = settle(&emu, &refs).await;
-    let names: Vec<String> = (0..3).map(|i| format!("relay{i}")).collect();
-    let rs: Vec<(&str, &RelayProc)> = relays
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (names[i].as_str(), r))
-        .collect();
-    transcript(
+    let (stats, unique) = f.settle(&clients).await;
+    f.transcript(
         "sigkill",
-        &rs,
         t_kill,
         &[(t_kill, &format!("SIGKILL relay{o} (the owner)"))],
     );
@@ -513,91 +554,51 @@ async fn sigkill_of_the_owner_hands_over_after_the_delay_without_loss_or_duplica
         gap >= DELAY_MS - 20,
         "took over {gap} ms after the loss, sooner than the delay"
     );
-    let mut reference = HashSet::new();
-    for c in &clients {
-        reference.extend(c.keys());
-    }
-    println!(
-        "sigkill: emulator sent {unique} distinct records; the surviving clients saw {}",
-        reference.len()
-    );
-    let t = tally("sigkill", &refs, &reference);
-    assert!(
-        t.iter().all(|&(l, d)| l == 0 && d == 0),
-        "lost or duplicated: {t:?}"
-    );
     // Records the killed owner had read but not yet appended are gone with it, beyond what
     // the emulator re-sends on resume (--resend 5): reported, not asserted.
-    let lost_fleet = unique.saturating_sub(reference.len() as u64);
-    println!("sigkill: records lost fleet-wide (in flight in the killed owner): {lost_fleet}");
-    emu.stop().await;
+    let t = audit(
+        "sigkill",
+        &clients,
+        unique,
+        " (in flight in the killed owner)",
+    );
+    assert_none_lost_or_duplicated(&t);
+    f.emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstopped_owner_past_its_lease_is_fenced_and_never_connects_as_stale_owner() {
-    let Some(_) = redis_server() else { return };
-    let _g = SERIAL.lock().await;
-    let redis = Redis::start(free_port()).await;
-    let emu = Emu::start(
-        &[
-            "--seed",
-            "13",
-            "--rate",
-            "200",
-            "--slot-hold-secs",
-            "1",
-            "--resend",
-            "5",
-        ],
-        None,
-    )
-    .await;
-    let relays = [
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-    ];
-    let o = owner(&relays.iter().collect::<Vec<_>>(), 0).await;
-    let mut clients = Vec::new();
-    for (i, r) in relays.iter().enumerate() {
-        clients.push(Client::start(format!("r{i}/gzip"), r.addr, true).await);
-    }
-    emu.wait_stats("a live upstream connection", |s| {
-        s["streams"]["demo"]["live"].as_u64() == Some(1)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Some(f) = Fleet::start("13", "200", &[]).await else {
+        return;
+    };
+    let o = f.owner(0).await;
+    let clients = f.clients(&[0, 1, 2], false).await;
+    f.live_for("a live upstream connection", 1, Duration::from_secs(2))
+        .await;
     let t_stop = now_ms();
-    relays[o].signal(libc::SIGSTOP);
+    f.relays[o].signal(libc::SIGSTOP);
     tokio::time::sleep(Duration::from_millis(4000)).await;
     let t_cont = now_ms();
-    relays[o].signal(libc::SIGCONT);
+    f.relays[o].signal(libc::SIGCONT);
     // The stale owner finds out, and someone else reads upstream.
     let sample = "livestream_relay_fleet_lease_losses_total{stream=\"demo\"}";
     let deadline = tokio::time::Instant::now() + T;
-    while relays[o].metric(sample).await.unwrap_or(0.0) < 1.0 {
+    while f.relays[o].metric(sample).await.unwrap_or(0.0) < 1.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the stale owner never noticed"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    emu.wait_stats("the new owner's connection", |s| {
-        connections(s).len() >= 2 && s["streams"]["demo"]["live"].as_u64() == Some(1)
-    })
-    .await;
+    f.emu
+        .wait_stats("the new owner's connection", |s| {
+            connections(s).len() >= 2 && s["streams"]["demo"]["live"].as_u64() == Some(1)
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let refs: Vec<&Client> = clients.iter().collect();
-    let (stats, unique) = settle(&emu, &refs).await;
-    let names: Vec<String> = (0..3).map(|i| format!("relay{i}")).collect();
-    let rs: Vec<(&str, &RelayProc)> = relays
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (names[i].as_str(), r))
-        .collect();
-    transcript(
+    let (stats, unique) = f.settle(&clients).await;
+    f.transcript(
         "sigstop",
-        &rs,
         t_stop,
         &[
             (t_stop, &format!("SIGSTOP relay{o} (the owner)")),
@@ -611,7 +612,7 @@ async fn sigstopped_owner_past_its_lease_is_fenced_and_never_connects_as_stale_o
         "two live connections: {s:#}"
     );
     // The stale owner's writes were refused by the fencing check.
-    let fenced = relays[o]
+    let fenced = f.relays[o]
         .metric("livestream_relay_fleet_fenced_writes_total{stream=\"demo\"}")
         .await
         .unwrap_or(0.0);
@@ -621,7 +622,7 @@ async fn sigstopped_owner_past_its_lease_is_fenced_and_never_connects_as_stale_o
         "the stale owner's writes were not refused (fencing)"
     );
     // Audit of the Stream: no entry written with a token after a newer owner acquired.
-    let mut conn = redis.conn().await;
+    let mut conn = f.redis.conn().await;
     let owners: BTreeMap<u64, String> =
         redis::AsyncCommands::hgetall(&mut conn, "livestream-relay:{demo}:owners:0")
             .await
@@ -648,54 +649,36 @@ async fn sigstopped_owner_past_its_lease_is_fenced_and_never_connects_as_stale_o
     );
     assert!(acquired.len() >= 2, "someone took over: {owners:?}");
     assert_eq!(stale, 0, "a stale owner's write reached the Stream");
-    let mut reference = HashSet::new();
-    for c in &clients {
-        reference.extend(c.keys());
-    }
-    println!(
-        "sigstop: emulator sent {unique} distinct records; the clients saw {}",
-        reference.len()
+    let t = audit(
+        "sigstop",
+        &clients,
+        unique,
+        " (read by the stale owner, refused)",
     );
-    let t = tally("sigstop", &refs, &reference);
     assert!(t.iter().all(|&(_, d)| d == 0), "duplicated: {t:?}");
-    let lost_fleet = unique.saturating_sub(reference.len() as u64);
-    println!("sigstop: records lost fleet-wide (read by the stale owner, refused): {lost_fleet}");
-    emu.stop().await;
+    f.emu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice() {
-    let Some(_) = redis_server() else { return };
-    let _g = SERIAL.lock().await;
-    let port = free_port();
-    let mut redis = Redis::start(port).await;
-    let emu = start_emu().await;
-    let relays = [
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-        RelayProc::start(&emu, &redis, &[]).await,
-    ];
-    owner(&relays.iter().collect::<Vec<_>>(), 0).await;
-    let mut clients = Vec::new();
-    for (i, r) in relays.iter().enumerate() {
-        clients.push(Client::start(format!("r{i}/gzip"), r.addr, true).await);
-    }
-    emu.wait_stats("a live upstream connection", |s| {
-        s["streams"]["demo"]["live"].as_u64() == Some(1)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Some(mut f) = Fleet::start("12", "50", &[]).await else {
+        return;
+    };
+    f.owner(0).await;
+    let clients = f.clients(&[0, 1, 2], false).await;
+    f.live_for("a live upstream connection", 1, Duration::from_secs(2))
+        .await;
     let t_kill = now_ms();
-    redis.kill();
+    f.redis.kill();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let health = relays[0].healthz().await;
-    let up = relays[0].metric("livestream_relay_fleet_redis_up").await;
+    let health = f.relays[0].healthz().await;
+    let up = f.relays[0].metric("livestream_relay_fleet_redis_up").await;
     println!("redis-restart: during the outage /healthz says {health:?}, redis_up {up:?}");
     assert!(health.contains("Redis unavailable"), "/healthz: {health}");
     assert_eq!(up, Some(0.0));
     let before: Vec<usize> = clients.iter().map(|c| c.len()).collect();
     let t_back = now_ms();
-    let _redis2 = Redis::start(port).await;
+    let _redis2 = Redis::start(f.redis.port).await;
     // Service resumes: every client gets new records.
     let deadline = tokio::time::Instant::now() + T;
     while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
@@ -710,7 +693,7 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
     loop {
         let n = clients[0].len();
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let live = emu.stats().await["streams"]["demo"]["live"].as_u64();
+        let live = f.emu.stats().await["streams"]["demo"]["live"].as_u64();
         if live == Some(1) && clients[0].len() > n + 20 {
             break;
         }
@@ -719,17 +702,9 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
             "upstream reading did not resume"
         );
     }
-    let refs: Vec<&Client> = clients.iter().collect();
-    let (stats, unique) = settle(&emu, &refs).await;
-    let names: Vec<String> = (0..3).map(|i| format!("relay{i}")).collect();
-    let rs: Vec<(&str, &RelayProc)> = relays
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (names[i].as_str(), r))
-        .collect();
-    transcript(
+    let (stats, unique) = f.settle(&clients).await;
+    f.transcript(
         "redis-restart",
-        &rs,
         t_kill,
         &[
             (t_kill, "redis-server killed"),
@@ -737,20 +712,7 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
         ],
     );
     assert_polite("redis-restart", &stats, 1);
-    let mut reference = HashSet::new();
-    for c in &clients {
-        reference.extend(c.keys());
-    }
-    println!(
-        "redis-restart: emulator sent {unique} distinct records; the clients saw {}",
-        reference.len()
-    );
-    let t = tally("redis-restart", &refs, &reference);
-    assert!(
-        t.iter().all(|&(l, d)| l == 0 && d == 0),
-        "lost or duplicated: {t:?}"
-    );
-    let lost_fleet = unique.saturating_sub(reference.len() as u64);
-    println!("redis-restart: records lost fleet-wide: {lost_fleet}");
-    emu.stop().await;
+    let t = audit("redis-restart", &clients, unique, "");
+    assert_none_lost_or_duplicated(&t);
+    f.emu.stop().await;
 }

@@ -21,7 +21,7 @@ fn assert_unique(k: &[(u64, u64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_pass_through_byte_exact_with_bare_ids() {
-    let emu = Emu::start(&["--seed", "1"], None).await;
+    let emu = Emu::start(&["--seed", "1"]).await;
     let lines = [
         r#"{"reportSuite":"rs","hitIdHigh":18446744073709551615,"hitIdLow":18446744073709551614,"visIdHigh":9007199254740993,"visIdLow":1,"pageName":"ünïcode ✓ 日本","extra":{"hitIdHigh":"5"},"n":[1.5e3,-0]}"#,
         "",
@@ -31,7 +31,7 @@ async fn records_pass_through_byte_exact_with_bare_ids() {
         r#"{"pageName":"no ids at all"}"#,
     ];
     let script = json!({"body": {"lines": lines, "then": "hold"}});
-    emu.admin("PUT", "/admin/streams/exact", &script.to_string())
+    emu.admin("PUT", "/admin/streams/exact", Some(&script.to_string()))
         .await;
     let relay = RelayUnderTest::start(
         &[
@@ -60,7 +60,7 @@ async fn records_pass_through_byte_exact_with_bare_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_gets_every_record_once_in_order() {
-    let emu = Emu::start(&["--seed", "2", "--rate", "300"], None).await;
+    let emu = Emu::start(&["--seed", "2", "--rate", "300"]).await;
     let relay = RelayUnderTest::start(
         &[
             "--upstream",
@@ -121,11 +121,7 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_churn_never_changes_the_upstream_schedule() {
-    let emu = Emu::start(
-        &["--seed", "3", "--rate", "200", "--slot-hold-secs", "0.3"],
-        None,
-    )
-    .await;
+    let emu = Emu::start(&["--seed", "3", "--rate", "200", "--slot-hold-secs", "0.3"]).await;
     const DELAY: u64 = 600;
     let relay = RelayUnderTest::start(
         &[
@@ -179,7 +175,7 @@ async fn downstream_churn_never_changes_the_upstream_schedule() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before = emu.stats().await["now_ms"].as_u64().unwrap();
-    let dropped = emu.admin("POST", "/admin/drop", "").await;
+    let (_, dropped) = emu.admin("POST", "/admin/drop", None).await;
     assert_eq!(dropped["dropped"], 2);
     let mut opened = 0;
     for c in churners {
@@ -207,7 +203,7 @@ async fn downstream_churn_never_changes_the_upstream_schedule() {
 
 async fn wait_caught_up(emu: &Emu, relay: &RelayUnderTest) -> u64 {
     // Pause generation, then wait until the relay has every record the emulator sent.
-    emu.admin("PUT", "/admin/streams/demo", r#"{"rate": 0}"#)
+    emu.admin("PUT", "/admin/streams/demo", Some(r#"{"rate": 0}"#))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s = emu.stats().await;
@@ -227,7 +223,7 @@ async fn wait_caught_up(emu: &Emu, relay: &RelayUnderTest) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_renewed_before_expiry_and_after_401_without_losing_records() {
-    let emu = Emu::start(
+    let emu = Emu::start_with(
         &[
             "--seed",
             "4",
@@ -237,8 +233,10 @@ async fn tokens_are_renewed_before_expiry_and_after_401_without_losing_records()
             "2",
             "--slot-hold-secs",
             "0",
+            "--ims-client-id",
+            "relay-test",
         ],
-        Some(("relay-test", "s3cret")),
+        |o| o.ims_client_secret = Some("s3cret".into()),
     )
     .await;
     let ims = format!("http://{}", emu.addr);
@@ -271,17 +269,17 @@ async fn tokens_are_renewed_before_expiry_and_after_401_without_losing_records()
         .await;
     // Past the first token's lifetime: the relay renewed it on its own (at 90 %).
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    emu.admin("POST", "/admin/drop", "").await;
+    emu.admin("POST", "/admin/drop", None).await;
     emu.wait_stats("reconnected", |s| s["status_counts"]["200"] == 2)
         .await;
     // A 401 (as after a revoked token): the relay asks IMS again and retries at once.
     emu.admin(
         "PUT",
         "/admin/streams/demo",
-        r#"{"responses": [{"status": 401}]}"#,
+        Some(r#"{"responses": [{"status": 401}]}"#),
     )
     .await;
-    emu.admin("POST", "/admin/drop", "").await;
+    emu.admin("POST", "/admin/drop", None).await;
     let s = emu
         .wait_stats("reconnected after 401", |s| s["status_counts"]["200"] == 3)
         .await;
@@ -311,7 +309,7 @@ async fn tokens_are_renewed_before_expiry_and_after_401_without_losing_records()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_cut_and_the_others_keep_everything() {
-    let emu = Emu::start(&["--seed", "5", "--rate", "300"], None).await;
+    let emu = Emu::start(&["--seed", "5", "--rate", "300"]).await;
     let relay = RelayUnderTest::start(
         &[
             "--upstream",
@@ -331,7 +329,9 @@ async fn a_slow_client_is_cut_and_the_others_keep_everything() {
     sock.set_recv_buffer_size(4096).unwrap();
     let tcp = sock.connect(relay.addr).await.unwrap();
     // Identity encoding (the biggest), and never read: its queue overflows.
-    let slow = send_on(tcp, relay.addr, "GET", "/api/1/stream/demo", &[], b"").await;
+    let slow = Request::new("GET", "/api/1/stream/demo")
+        .send_on(tcp, relay.addr)
+        .await;
     assert_eq!(slow.status, 200);
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + T;
@@ -370,7 +370,7 @@ async fn a_slow_client_is_cut_and_the_others_keep_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_client_gets_the_last_n_records_then_live() {
-    let emu = Emu::start(&["--seed", "6", "--rate", "300"], None).await;
+    let emu = Emu::start(&["--seed", "6", "--rate", "300"]).await;
     let relay = RelayUnderTest::start(
         &["--upstream", &emu.url("demo"), "--replay", "50"],
         fixed_token(),
@@ -404,11 +404,7 @@ async fn a_late_client_gets_the_last_n_records_then_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_frees_the_upstream_slot_and_ends_streams_cleanly() {
-    let emu = Emu::start(
-        &["--seed", "7", "--rate", "100", "--slot-hold-secs", "0"],
-        None,
-    )
-    .await;
+    let emu = Emu::start(&["--seed", "7", "--rate", "100", "--slot-hold-secs", "0"]).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_livestream-relay"))
         .args([
             "--listen",
@@ -509,7 +505,7 @@ async fn access_is_refused_without_the_token_or_from_other_origins() {
         "{err}"
     );
 
-    let emu = Emu::start(&["--seed", "8", "--rate", "50"], None).await;
+    let emu = Emu::start(&["--seed", "8", "--rate", "50"]).await;
     let www = std::env::temp_dir().join(format!("relay-www-{}", std::process::id()));
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(
@@ -609,7 +605,7 @@ async fn access_is_refused_without_the_token_or_from_other_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_max_clients_get_503() {
-    let emu = Emu::start(&["--seed", "10", "--rate", "50"], None).await;
+    let emu = Emu::start(&["--seed", "10", "--rate", "50"]).await;
     let relay = RelayUnderTest::start(
         &["--upstream", &emu.url("demo"), "--max-clients", "2"],
         fixed_token(),
@@ -629,7 +625,7 @@ async fn connections_beyond_max_clients_get_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_tell_the_upstream_state() {
-    let emu = Emu::start(&["--seed", "9", "--rate", "100", "--stream", "demo"], None).await;
+    let emu = Emu::start(&["--seed", "9", "--rate", "100", "--stream", "demo"]).await;
     let relay = RelayUnderTest::start(
         &[
             "--upstream",
