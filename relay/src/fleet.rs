@@ -199,6 +199,14 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// A lazily (re)connected Redis connection; every answer updates the relay's health.
+///
+/// The manager makes ONE connection attempt per reconnect, without retrying on its own: its
+/// backoff waits `min_delay` (1 s, which `set_max_delay` does not cap) plus up to 100 %
+/// jitter before a second attempt, and every command waits for that attempt. Redis back
+/// after a restart would then stay unreachable for 1–2 s, longer than a short lease's
+/// validity, so an owner would always lose its lease to an outage it could have ridden out.
+/// The callers retry at their own pace instead (renewals every 100 ms, the writer's backoff
+/// of 50–500 ms, the reader's 200 ms).
 struct Conn {
     client: redis::Client,
     config: ConnectionManagerConfig,
@@ -211,8 +219,7 @@ impl Conn {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(response_timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
+            .set_number_of_retries(0);
         Conn {
             client: redis::Client::open(url).expect("checked by check_url"),
             config,
