@@ -109,11 +109,40 @@ end
 return 0
 "#;
 
-/// KEYS: fence, stream. ARGV: token, maxlen, raw, ends, slot, relay. The entry id or nil.
+/// The Stream's generation: a value no generation before had (the proposal of the first
+/// writer to find none). Redis restarted empty has none, so the first owner write after it
+/// starts a new one; every entry carries the generation it was appended in, so a relay can
+/// tell which of the entries it remembers were lost with the old one.
+const GENERATION_LUA: &str = r#"
+local function generation(gen_key, proposal)
+  local g = redis.call('GET', gen_key)
+  if g == false then
+    redis.call('SET', gen_key, proposal)
+    return proposal
+  end
+  return g
+end
+"#;
+
+/// KEYS: fence, stream, generation. ARGV: token, maxlen, raw, ends, slot, relay, batch id,
+/// generation expected ('' = any), generation proposal. Nil when fenced; `{'gen', g}` (and
+/// nothing appended) when the Stream is no longer of the expected generation; else
+/// `{'ok', entry id, g}`.
 const APPEND_LUA: &str = r#"
 if not fenced(KEYS[1], ARGV[1]) then return false end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-  'raw', ARGV[3], 'ends', ARGV[4], 'slot', ARGV[5], 'token', ARGV[1], 'relay', ARGV[6])
+local g = generation(KEYS[3], ARGV[9])
+if ARGV[8] ~= '' and ARGV[8] ~= g then return {'gen', g} end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'raw', ARGV[3], 'ends', ARGV[4], 'slot', ARGV[5], 'token', ARGV[1], 'relay', ARGV[6],
+  'batch', ARGV[7], 'gen', g)
+return {'ok', id, g}
+"#;
+
+/// KEYS: fence, generation. ARGV: token, generation proposal. The generation, or nil when
+/// fenced.
+const CHECK_LUA: &str = r#"
+if not fenced(KEYS[1], ARGV[1]) then return false end
+return generation(KEYS[2], ARGV[2])
 "#;
 
 /// KEYS: fence, last word. ARGV: token, word (`conn <ms> <token>` / `lost <ms> <token>`).
@@ -131,6 +160,12 @@ end
 return 0
 "#;
 
+/// The writer's scripts that append.
+struct Scripts {
+    append: Script,
+    check: Script,
+}
+
 /// Batches waiting for Redis (per stream); beyond this the oldest are dropped and counted.
 const QUEUE: usize = 4096;
 
@@ -142,6 +177,20 @@ const MARK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Entries of the Stream's tail read to seed a new owner's de-duplication.
 const SEED_ENTRIES: usize = 2000;
+
+/// How long this relay keeps the Stream entries it read or appended, so that a slot's owner
+/// can append them again when Redis lost them (restarted empty) before every reader had them.
+const RESTORE_WINDOW: Duration = Duration::from_secs(10);
+
+/// At most this many bytes (records) of such entries; the oldest go first.
+const RESTORE_BYTES: usize = 16 << 20;
+
+/// At most this many such entries.
+const RESTORE_ENTRIES: usize = 1 << 15;
+
+/// Batch ids a reader remembers, to drop an entry it already read when it comes again
+/// (appended again after Redis lost it, or twice when an append's answer was lost).
+const BATCH_WINDOW: usize = 1 << 16;
 
 /// Records per `XREAD`.
 const READ_COUNT: usize = 256;
@@ -300,6 +349,152 @@ impl Keys {
     fn records(&self) -> String {
         format!("{}records", self.base)
     }
+    fn generation(&self) -> String {
+        format!("{}generation", self.base)
+    }
+}
+
+/// The id of one appended batch (one Stream entry), unique in the fleet: the writing
+/// relay's random nonce and a counter. An entry appended again keeps it, so a reader drops
+/// the second copy whole, records without a hit id included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct BatchId {
+    nonce: u64,
+    seq: u64,
+}
+
+impl BatchId {
+    fn encode(self) -> String {
+        format!("{:016x}{:016x}", self.nonce, self.seq)
+    }
+
+    fn parse(b: &[u8]) -> Option<BatchId> {
+        let s = std::str::from_utf8(b).ok().filter(|s| s.len() == 32)?;
+        Some(BatchId {
+            nonce: u64::from_str_radix(&s[..16], 16).ok()?,
+            seq: u64::from_str_radix(&s[16..], 16).ok()?,
+        })
+    }
+
+    /// As a key of a [`Dedup`].
+    fn key(self) -> HitKey {
+        HitKey {
+            high: self.nonce,
+            low: self.seq,
+        }
+    }
+}
+
+/// A Stream entry this relay read or appended lately.
+#[derive(Clone, Debug)]
+struct TailEntry {
+    slot: usize,
+    batch: BatchId,
+    /// The Stream generation it is known to be in ('' = unknown: never restored).
+    generation: String,
+    raw: Bytes,
+    ends: Vec<u32>,
+    /// When this relay first had it.
+    at: TokioInstant,
+}
+
+/// The entries of the last [`RESTORE_WINDOW`] of the Stream's activity (measured from the
+/// newest, so an outage of Redis ages nothing) this relay read or appended, in Stream order
+/// (per slot), each once (by batch id). When Redis loses the Stream, a slot's owner appends
+/// again those of its slot that are of a lost generation, so a reader that had not read
+/// them yet still gets them, and one that had drops them by batch id.
+struct Tail {
+    entries: VecDeque<TailEntry>,
+    /// Batch id -> absolute position (`base` is the position of `entries[0]`).
+    index: std::collections::HashMap<BatchId, u64>,
+    base: u64,
+    bytes: usize,
+    window: Duration,
+    max_bytes: usize,
+    max_entries: usize,
+}
+
+impl Tail {
+    fn new(window: Duration, max_bytes: usize, max_entries: usize) -> Tail {
+        Tail {
+            entries: VecDeque::new(),
+            index: std::collections::HashMap::new(),
+            base: 0,
+            bytes: 0,
+            window,
+            max_bytes,
+            max_entries,
+        }
+    }
+
+    /// Remembers an entry; one already known only takes the newer generation (it was
+    /// appended again, or read back), keeping its place.
+    fn record(&mut self, e: TailEntry) {
+        if let Some(&pos) = self.index.get(&e.batch) {
+            if !e.generation.is_empty() {
+                self.entries[(pos - self.base) as usize].generation = e.generation;
+            }
+            return;
+        }
+        self.bytes += e.raw.len() + 4 * e.ends.len();
+        self.index
+            .insert(e.batch, self.base + self.entries.len() as u64);
+        self.entries.push_back(e);
+        self.prune();
+    }
+
+    /// Forgets the entries more than the window older than the newest, and the oldest
+    /// beyond the bounds.
+    fn prune(&mut self) {
+        let newest = self.entries.back().map(|e| e.at);
+        while let (Some(front), Some(newest)) = (self.entries.front(), newest) {
+            let old = newest.saturating_duration_since(front.at) > self.window;
+            if !old && self.bytes <= self.max_bytes && self.entries.len() <= self.max_entries {
+                break;
+            }
+            let e = self.entries.pop_front().expect("front exists");
+            self.bytes -= e.raw.len() + 4 * e.ends.len();
+            self.index.remove(&e.batch);
+            self.base += 1;
+        }
+    }
+
+    /// The generation of the newest entry of `slot` whose generation is known: the Stream
+    /// an owner of `slot` expects to append to (None: no expectation).
+    fn generation(&self, slot: usize) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.slot == slot && !e.generation.is_empty())
+            .map(|e| e.generation.as_str())
+    }
+
+    /// The entries of `slot` of a generation other than `current` (lost with it), oldest
+    /// first.
+    fn lost(&self, slot: usize, current: &str) -> Vec<TailEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.slot == slot && !e.generation.is_empty() && e.generation != current)
+            .cloned()
+            .collect()
+    }
+
+    /// Marks an entry as appended again in `generation`.
+    fn moved(&mut self, batch: BatchId, generation: &str) {
+        if let Some(&pos) = self.index.get(&batch) {
+            self.entries[(pos - self.base) as usize].generation = generation.to_string();
+        }
+    }
+}
+
+/// What an append script answered.
+enum Appended {
+    /// Appended, in this generation.
+    Done(String),
+    /// Refused by the fencing check.
+    Fenced,
+    /// Nothing appended: the Stream is of this other generation than expected.
+    Generation(String),
 }
 
 /// The time an owner may still act on its lease.
@@ -354,8 +549,15 @@ enum Op {
     Append {
         slot: usize,
         token: u64,
-        raw: Vec<u8>,
+        batch: BatchId,
+        raw: Bytes,
         ends: Vec<u32>,
+        at: TokioInstant,
+    },
+    /// A new or re-created ownership: append again, first, the slot's entries Redis lost.
+    Restore {
+        slot: usize,
+        token: u64,
         at: TokioInstant,
     },
     Mark {
@@ -389,6 +591,11 @@ pub(crate) struct FleetStream {
     /// relay was seen holding it.
     slots: Mutex<Vec<SlotMemory>>,
     first_append: Vec<AtomicBool>,
+    /// The entries read or appended lately (see [`Tail`]).
+    tail: Mutex<Tail>,
+    /// This relay's part of the batch ids it gives (random), and the last counter used.
+    nonce: u64,
+    batch_seq: AtomicU64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -417,7 +624,8 @@ impl OwnerLink {
         self.fs.queue(Op::Append {
             slot: self.slot,
             token: self.token,
-            raw,
+            batch: self.fs.next_batch(),
+            raw: Bytes::from(raw),
             ends,
             at: TokioInstant::now(),
         });
@@ -506,9 +714,19 @@ impl FleetStream {
         };
     }
 
+    fn next_batch(&self) -> BatchId {
+        BatchId {
+            nonce: self.nonce,
+            seq: self.batch_seq.fetch_add(1, Relaxed) + 1,
+        }
+    }
+
     /// The writer: carries out the owners' writes in order, retrying while Redis is away.
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
-        let append = Script::new(&format!("{FENCE_LUA}{APPEND_LUA}"));
+        let scripts = Scripts {
+            append: Script::new(&format!("{FENCE_LUA}{GENERATION_LUA}{APPEND_LUA}")),
+            check: Script::new(&format!("{FENCE_LUA}{GENERATION_LUA}{CHECK_LUA}")),
+        };
         let mark = Script::new(&format!("{FENCE_LUA}{MARK_LUA}"));
         let release = Script::new(RELEASE_LUA);
         while let Some(mut op) = rx.recv().await {
@@ -518,27 +736,16 @@ impl FleetStream {
                     Op::Append {
                         slot,
                         token,
+                        batch,
                         raw,
                         ends,
                         ..
                     } => {
-                        let mut e = Vec::with_capacity(ends.len() * 4);
-                        for v in ends {
-                            e.extend_from_slice(&v.to_le_bytes());
-                        }
-                        let keys = [self.keys.slot("fence", *slot), self.keys.records()];
-                        let args = [
-                            num(*token),
-                            num(self.opts.stream_max),
-                            raw.clone(),
-                            e,
-                            num(*slot as u64),
-                            self.id.clone().into_bytes(),
-                        ];
-                        self.control
-                            .eval::<Option<String>>(&append, &keys, &args)
+                        self.append(&scripts, *slot, *token, *batch, raw, ends)
                             .await
-                            .map(|id| id.is_some())
+                    }
+                    Op::Restore { slot, token, .. } => {
+                        self.check_generation(&scripts, *slot, *token).await
                     }
                     Op::Mark {
                         slot, token, word, ..
@@ -569,7 +776,9 @@ impl FleetStream {
                     }
                     Err(e) => {
                         let (at, patience) = match &op {
-                            Op::Append { at, .. } => (*at, APPEND_PATIENCE),
+                            Op::Append { at, .. } | Op::Restore { at, .. } => {
+                                (*at, APPEND_PATIENCE)
+                            }
                             Op::Mark { at, .. } => (*at, MARK_PATIENCE),
                             Op::Release { .. } => (TokioInstant::now(), Duration::ZERO),
                         };
@@ -585,7 +794,7 @@ impl FleetStream {
                                         )));
                                     }
                                 }
-                                Op::Release { .. } => {}
+                                Op::Restore { .. } | Op::Release { .. } => {}
                             }
                             break;
                         }
@@ -595,6 +804,166 @@ impl FleetStream {
                 }
             }
         }
+    }
+
+    /// One run of the append script: `expected` is the generation the writer believes the
+    /// Stream is in ('' = any).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_once(
+        &self,
+        scripts: &Scripts,
+        slot: usize,
+        token: u64,
+        batch: BatchId,
+        raw: &[u8],
+        ends: &[u32],
+        expected: &str,
+    ) -> redis::RedisResult<Appended> {
+        let mut e = Vec::with_capacity(ends.len() * 4);
+        for v in ends {
+            e.extend_from_slice(&v.to_le_bytes());
+        }
+        let keys = [
+            self.keys.slot("fence", slot),
+            self.keys.records(),
+            self.keys.generation(),
+        ];
+        let args = [
+            num(token),
+            num(self.opts.stream_max),
+            raw.to_vec(),
+            e,
+            num(slot as u64),
+            self.id.clone().into_bytes(),
+            batch.encode().into_bytes(),
+            expected.as_bytes().to_vec(),
+            self.next_batch().encode().into_bytes(),
+        ];
+        let r: Option<Vec<String>> = self.control.eval(&scripts.append, &keys, &args).await?;
+        Ok(match r.as_deref() {
+            None => Appended::Fenced,
+            Some([what, g]) if what == "gen" => Appended::Generation(g.clone()),
+            Some([what, _id, g]) if what == "ok" => Appended::Done(g.clone()),
+            Some(other) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected answer of the append script",
+                    format!("{other:?}"),
+                )))
+            }
+        })
+    }
+
+    /// A fenced append of one batch; when Redis lost the Stream since this relay last saw
+    /// it, the entries of the slot it remembers from the lost generation go first. False
+    /// when refused by the fencing check.
+    async fn append(
+        &self,
+        scripts: &Scripts,
+        slot: usize,
+        token: u64,
+        batch: BatchId,
+        raw: &Bytes,
+        ends: &[u32],
+    ) -> redis::RedisResult<bool> {
+        loop {
+            let expected = self.tail_lock().generation(slot).unwrap_or("").to_string();
+            match self
+                .append_once(scripts, slot, token, batch, raw, ends, &expected)
+                .await?
+            {
+                Appended::Fenced => return Ok(false),
+                Appended::Done(generation) => {
+                    let e = TailEntry {
+                        slot,
+                        batch,
+                        generation,
+                        raw: raw.clone(),
+                        ends: ends.to_vec(),
+                        at: TokioInstant::now(),
+                    };
+                    self.tail_lock().record(e);
+                    return Ok(true);
+                }
+                Appended::Generation(g) => {
+                    if !self.restore(scripts, slot, token, &g).await? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After acquiring or re-creating a lease: when the Stream is of another generation than
+    /// the entries of `slot` this relay remembers, appends them again. False when fenced.
+    async fn check_generation(
+        &self,
+        scripts: &Scripts,
+        slot: usize,
+        token: u64,
+    ) -> redis::RedisResult<bool> {
+        let Some(expected) = self.tail_lock().generation(slot).map(str::to_string) else {
+            return Ok(true);
+        };
+        let keys = [self.keys.slot("fence", slot), self.keys.generation()];
+        let args = [num(token), self.next_batch().encode().into_bytes()];
+        let g: Option<String> = self.control.eval(&scripts.check, &keys, &args).await?;
+        match g {
+            None => Ok(false),
+            Some(g) if g == expected => Ok(true),
+            Some(g) => self.restore(scripts, slot, token, &g).await,
+        }
+    }
+
+    /// Appends again, oldest first and with their batch ids, the entries of `slot` this
+    /// relay remembers from a generation of the Stream other than `current` (Redis lost
+    /// them). False when fenced.
+    async fn restore(
+        &self,
+        scripts: &Scripts,
+        slot: usize,
+        token: u64,
+        current: &str,
+    ) -> redis::RedisResult<bool> {
+        let lost = self.tail_lock().lost(slot, current);
+        let (mut entries, mut records) = (0, 0);
+        let mut fenced = false;
+        for e in &lost {
+            match self
+                .append_once(scripts, slot, token, e.batch, &e.raw, &e.ends, current)
+                .await?
+            {
+                Appended::Done(_) => {
+                    self.tail_lock().moved(e.batch, current);
+                    entries += 1;
+                    records += e.ends.len();
+                }
+                Appended::Fenced => {
+                    fenced = true;
+                    break;
+                }
+                // Lost again meanwhile: the caller starts over with the new generation.
+                Appended::Generation(_) => break,
+            }
+        }
+        if entries > 0 {
+            self.sm
+                .fleet
+                .records_restored
+                .fetch_add(records as u64, Relaxed);
+        }
+        self.log(
+            slot,
+            &format!(
+                "restored token={token} entries={entries}/{} records={records} generation={current}",
+                lost.len()
+            ),
+        );
+        Ok(!fenced)
+    }
+
+    fn tail_lock(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().expect("fleet lock")
     }
 
     /// After a write was answered.
@@ -617,6 +986,12 @@ impl FleetStream {
                         slot,
                         &format!("fenced token={token} what=append records={}", ends.len()),
                     );
+                }
+            }
+            Op::Restore { slot, token, .. } => {
+                if !accepted {
+                    self.sm.fleet.fenced_refusals.fetch_add(1, Relaxed);
+                    self.log(slot, &format!("fenced token={token} what=restore"));
                 }
             }
             Op::Mark {
@@ -654,6 +1029,7 @@ impl FleetStream {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut dedup = Dedup::new(window, wall_ms() ^ 0x5eed);
+        let mut batches = Dedup::new(BATCH_WINDOW, wall_ms() ^ 0xba7c);
         let mut last_id: Option<String> = None;
         let mut last_len = TokioInstant::now() - Duration::from_secs(10);
         loop {
@@ -712,10 +1088,10 @@ impl FleetStream {
                     keep += 1;
                 }
                 let skip = entries.len() - keep;
-                self.feed(&entries[skip..], &mut dedup);
+                self.feed(&entries[skip..], &mut dedup, &mut batches);
                 last_id = Some(entries.last().map_or("0-0".into(), |e| e.id.clone()));
             } else if let Some(e) = entries.last() {
-                self.feed(&entries, &mut dedup);
+                self.feed(&entries, &mut dedup, &mut batches);
                 last_id = Some(e.id.clone());
                 let ms = e.id.split('-').next().and_then(|m| m.parse::<u64>().ok());
                 if let Some(ms) = ms {
@@ -739,16 +1115,42 @@ impl FleetStream {
         self.hub.close();
     }
 
-    /// Hands Stream entries to the hub, dropping records already delivered.
-    fn feed(&self, entries: &[StreamId], dedup: &mut Dedup) {
+    /// Hands Stream entries to the hub, dropping entries (by batch id) and records (by hit
+    /// id) already delivered; remembers the entries in the tail.
+    fn feed(&self, entries: &[StreamId], dedup: &mut Dedup, batches: &mut Dedup) {
         let mut raw = Vec::new();
         let mut ends = Vec::new();
         let mut scratch = Vec::new();
+        let now = TokioInstant::now();
         let mut recent = self.recent.lock().expect("fleet lock");
+        let mut tail = self.tail_lock();
         for e in entries {
             let Some((data, e_ends)) = entry_records(e) else {
                 continue;
             };
+            let (slot, batch, generation) = entry_origin(e);
+            if let Some(batch) = batch {
+                // Remembered (or its generation updated) even when it comes again: an
+                // entry appended again by a new owner is now in this generation.
+                if let Some(slot) = slot {
+                    let t = TailEntry {
+                        slot,
+                        batch,
+                        generation,
+                        raw: data.clone(),
+                        ends: e_ends.clone(),
+                        at: now,
+                    };
+                    tail.record(t);
+                }
+                if !batches.insert(batch.key()) {
+                    self.sm
+                        .fleet
+                        .duplicates_dropped
+                        .fetch_add(e_ends.len() as u64, Relaxed);
+                    continue;
+                }
+            }
             for rec in split_records(&data, &e_ends) {
                 if let Some(k) = hit_key(rec, &mut scratch) {
                     if !dedup.insert(k) {
@@ -764,6 +1166,7 @@ impl FleetStream {
                 ends.push(raw.len() as u32);
             }
         }
+        drop(tail);
         drop(recent);
         self.sm
             .fleet
@@ -822,6 +1225,23 @@ fn entry_records(e: &StreamId) -> Option<(Bytes, Vec<u32>)> {
         _ => return None,
     };
     Some((raw, ends))
+}
+
+/// Where a Stream entry comes from: its slot, batch id and generation ('' when it has none:
+/// written by a relay of an older version).
+fn entry_origin(e: &StreamId) -> (Option<usize>, Option<BatchId>, String) {
+    let field = |name: &str| match e.map.get(name) {
+        Some(Value::BulkString(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    let slot = field("slot")
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok());
+    let batch = field("batch").and_then(BatchId::parse);
+    let generation = field("gen")
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    (slot, batch, generation)
 }
 
 /// The records of a Stream entry's raw bytes, each with its CRLF, cut at `ends`: an end
@@ -1045,6 +1465,13 @@ impl FleetStream {
         if g.token > 1 {
             config.reset = None;
         }
+        // Before the first append: entries of the slot Redis lost (restarted empty) go back
+        // to the Stream, so that no reader misses them.
+        self.queue(Op::Restore {
+            slot,
+            token: g.token,
+            at: TokioInstant::now(),
+        });
         let mut client = Client::new(config, wall_ms() ^ ((slot as u64) << 48) ^ g.token);
         client.remember_hits(self.seed_keys().await);
         let link = OwnerLink {
@@ -1075,7 +1502,16 @@ impl FleetStream {
                     next_renewal = TokioInstant::now() + every;
                     let sent = TokioInstant::now();
                     match self.renew(slot, &value, g.token).await {
-                        Ok(1) | Ok(2) => lease.extend(sent + ttl - self.margin()),
+                        Ok(1) => lease.extend(sent + ttl - self.margin()),
+                        Ok(2) => {
+                            // Re-created: Redis may have lost everything, the Stream too.
+                            lease.extend(sent + ttl - self.margin());
+                            self.queue(Op::Restore {
+                                slot,
+                                token: g.token,
+                                at: TokioInstant::now(),
+                            });
+                        }
                         Ok(_) => break Some("renewal refused: another relay holds the lease"),
                         Err(_) if !lease.valid() => break Some("no renewal in time: Redis did not answer"),
                         // Redis away: try again soon, the lease's clock is running.
@@ -1170,6 +1606,16 @@ pub(crate) fn start_stream(
         recent_cap: parts.config.dedup_window.min(100_000),
         slots: Mutex::new(vec![SlotMemory::default(); slots]),
         first_append: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+        tail: Mutex::new(Tail::new(RESTORE_WINDOW, RESTORE_BYTES, RESTORE_ENTRIES)),
+        nonce: {
+            let mut x = wall_ms() ^ u64::from(std::process::id()).rotate_left(32);
+            for b in id.bytes() {
+                x = x.rotate_left(8) ^ u64::from(b);
+                splitmix(&mut x);
+            }
+            splitmix(&mut x)
+        },
+        batch_seq: AtomicU64::new(0),
     });
     for i in 0..slots {
         fs.set_lease(i, false, 0);
@@ -1224,5 +1670,105 @@ mod tests {
             [&b"ab"[..], b"cd"]
         );
         assert_eq!(split_records(b"abcd", &[3, 1, 4]).count(), 1);
+    }
+
+    fn entry(slot: usize, seq: u64, generation: &str, at: TokioInstant) -> TailEntry {
+        TailEntry {
+            slot,
+            batch: BatchId { nonce: 7, seq },
+            generation: generation.into(),
+            raw: Bytes::from(format!("r{seq}\r\n")),
+            ends: vec![4],
+            at,
+        }
+    }
+
+    fn seqs(v: &[TailEntry]) -> Vec<u64> {
+        v.iter().map(|e| e.batch.seq).collect()
+    }
+
+    /// What an owner appends again when Redis lost the Stream: the entries of its slot this
+    /// relay read or appended in a generation other than the current one, oldest first,
+    /// each once; and which generation it expects the Stream to be in.
+    #[test]
+    fn the_tail_gives_back_the_entries_of_a_lost_generation() {
+        let t0 = TokioInstant::now();
+        let mut t = Tail::new(Duration::from_secs(10), 1 << 20, 100);
+        assert_eq!(t.generation(0), None, "nothing known: no expectation");
+        for seq in 1..=4 {
+            t.record(entry(0, seq, "g1", t0));
+        }
+        t.record(entry(1, 5, "g1", t0));
+        // An entry known without a generation (written by an older relay) is never given back.
+        t.record(entry(0, 6, "", t0));
+        assert_eq!(t.generation(0), Some("g1"));
+        assert!(t.lost(0, "g1").is_empty(), "nothing lost while g1 lasts");
+        // Redis restarted empty: g2. Slot 0's entries of g1 come back in order, slot 1's not.
+        assert_eq!(seqs(&t.lost(0, "g2")), [1, 2, 3, 4]);
+        assert_eq!(seqs(&t.lost(1, "g2")), [5]);
+        // Appended again (some of them, then Redis went once more): only the others remain.
+        t.moved(BatchId { nonce: 7, seq: 1 }, "g2");
+        t.moved(BatchId { nonce: 7, seq: 2 }, "g2");
+        assert_eq!(seqs(&t.lost(0, "g2")), [3, 4]);
+        assert_eq!(t.generation(0), Some("g1"), "the newest is still of g1");
+        assert_eq!(seqs(&t.lost(0, "g3")), [1, 2, 3, 4]);
+        // Read back from the Stream (another owner appended them again): known, same place,
+        // its generation updated; nothing added twice.
+        t.record(entry(0, 3, "g2", t0));
+        t.record(entry(0, 4, "g2", t0));
+        assert_eq!(t.entries.len(), 6);
+        assert!(t.lost(0, "g2").is_empty());
+        assert_eq!(t.generation(0), Some("g2"));
+    }
+
+    #[test]
+    fn the_tail_forgets_by_age_bytes_and_count() {
+        let t0 = TokioInstant::now();
+        let mut t = Tail::new(Duration::from_secs(10), 1 << 20, 3);
+        for seq in 1..=5 {
+            t.record(entry(0, seq, "g", t0));
+        }
+        assert_eq!(seqs(&t.lost(0, "h")), [3, 4, 5], "at most 3 entries");
+        // Age counts from the newest entry, not from now: a Redis outage ages nothing.
+        let later = t0 + Duration::from_secs(11);
+        t.prune();
+        assert_eq!(t.entries.len(), 3);
+        t.record(entry(0, 6, "g", later));
+        assert_eq!(seqs(&t.lost(0, "h")), [6], "older than the window");
+        assert_eq!(t.bytes, 4 + 4);
+        // A forgotten entry comes back as new (its place and index are right).
+        t.record(entry(0, 1, "g", later));
+        t.moved(BatchId { nonce: 7, seq: 1 }, "h");
+        assert_eq!(seqs(&t.lost(0, "h")), [6]);
+        let mut t = Tail::new(Duration::from_secs(10), 20, 100);
+        for seq in 1..=5 {
+            t.record(entry(0, seq, "g", t0));
+        }
+        assert_eq!(seqs(&t.lost(0, "h")), [4, 5], "at most 20 bytes (8 each)");
+    }
+
+    #[test]
+    fn batch_ids_and_entry_origins() {
+        let b = BatchId {
+            nonce: 0x0123_4567_89ab_cdef,
+            seq: 42,
+        };
+        assert_eq!(b.encode().len(), 32);
+        assert_eq!(BatchId::parse(b.encode().as_bytes()), Some(b));
+        assert_eq!(BatchId::parse(b"42"), None);
+        assert_eq!(BatchId::parse(&[b'z'; 32]), None);
+        let mut e = StreamId {
+            id: "1-0".into(),
+            map: Default::default(),
+        };
+        let put = |e: &mut StreamId, k: &str, v: &str| {
+            e.map
+                .insert(k.into(), Value::BulkString(v.as_bytes().to_vec()))
+        };
+        assert_eq!(entry_origin(&e), (None, None, String::new()));
+        put(&mut e, "slot", "2");
+        put(&mut e, "batch", &b.encode());
+        put(&mut e, "gen", "g7");
+        assert_eq!(entry_origin(&e), (Some(2), Some(b), "g7".into()));
     }
 }

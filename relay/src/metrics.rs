@@ -109,6 +109,8 @@ pub struct FleetStats {
     pub records_read: AtomicU64,
     /// Records read from the Redis Stream and dropped as already delivered.
     pub duplicates_dropped: AtomicU64,
+    /// Records this relay appended again as an owner after Redis lost them.
+    pub records_restored: AtomicU64,
     /// Batches dropped because the write queue to Redis was full.
     pub batches_dropped: AtomicU64,
     /// Entries in the Redis Stream (last `XLEN`).
@@ -468,6 +470,12 @@ impl RelayMetrics {
             per(&|f| f.duplicates_dropped.load(Relaxed)),
         );
         family(
+            "livestream_relay_fleet_records_restored_total",
+            "counter",
+            "Records this relay appended again as a slot owner after Redis lost the Stream.",
+            per(&|f| f.records_restored.load(Relaxed)),
+        );
+        family(
             "livestream_relay_fleet_batches_dropped_total",
             "counter",
             "Record batches dropped because the write queue to Redis was full.",
@@ -560,6 +568,7 @@ impl FleetStats {
             "recordsAppended": self.records_appended.load(Relaxed),
             "recordsRead": self.records_read.load(Relaxed),
             "duplicatesDropped": self.duplicates_dropped.load(Relaxed),
+            "recordsRestored": self.records_restored.load(Relaxed),
             "batchesDropped": self.batches_dropped.load(Relaxed),
             "streamLength": self.stream_length.load(Relaxed),
             "streamLagMs": self.stream_lag_ms.load(Relaxed),

@@ -716,3 +716,57 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
     assert_none_lost_or_duplicated(&t);
     f.emu.stop().await;
 }
+
+/// A relay whose reader is behind on the Stream when Redis dies (here frozen with SIGSTOP
+/// for 300 ms, so that the owner appends several batches the others read and it does not):
+/// those entries existed only in the Redis that was lost, and its clients must still get
+/// them, once, after Redis comes back empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_while_a_reader_is_behind_it_still_gets_every_record_once() {
+    let Some(mut f) = Fleet::start("14", "50", &[]).await else {
+        return;
+    };
+    let o = f.owner(0).await;
+    let behind = (o + 1) % 3;
+    let clients = f.clients(&[0, 1, 2], false).await;
+    f.live_for("a live upstream connection", 1, Duration::from_secs(2))
+        .await;
+    // Nothing the owner appends from now on reaches the frozen relay's reader before Redis
+    // goes (at most the one reply already on its way, waiting in its socket).
+    let t_stop = now_ms();
+    f.relays[behind].signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t_kill = now_ms();
+    f.redis.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t_cont = now_ms();
+    f.relays[behind].signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<usize> = clients.iter().map(|c| c.len()).collect();
+    let t_back = now_ms();
+    let _redis2 = Redis::start(f.redis.port).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service did not resume after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (stats, unique) = f.settle(&clients).await;
+    f.transcript(
+        "reader-behind",
+        t_kill,
+        &[
+            (t_stop, &format!("SIGSTOP relay{behind} (a reader)")),
+            (t_kill, "redis-server killed"),
+            (t_cont, &format!("SIGCONT relay{behind}")),
+            (t_back, "redis-server restarted (empty)"),
+        ],
+    );
+    assert_polite("reader-behind", &stats, 1);
+    let t = audit("reader-behind", &clients, unique, "");
+    assert_none_lost_or_duplicated(&t);
+    f.emu.stop().await;
+}
