@@ -687,6 +687,17 @@ impl FleetStream {
         }
     }
 
+    fn log_stream(&self, what: &str) {
+        if !self.opts.quiet {
+            eprintln!(
+                "livestream-relay: fleet t={} {} {what} relay={}",
+                wall_ms(),
+                self.name,
+                self.id
+            );
+        }
+    }
+
     fn queue(&self, op: Op) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.ops.try_send(op) {
             self.sm.fleet.batches_dropped.fetch_add(1, Relaxed);
@@ -1032,11 +1043,45 @@ impl FleetStream {
         let mut batches = Dedup::new(BATCH_WINDOW, wall_ms() ^ 0xba7c);
         let mut last_id: Option<String> = None;
         let mut last_len = TokioInstant::now() - Duration::from_secs(10);
+        // After an error: whether the Stream may have been lost (Redis restarted empty)
+        // since `last_id` was read, to be checked before reading on.
+        let mut verify = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let key = self.keys.records();
+            if let (true, Some(id)) = (verify, &last_id) {
+                // A Stream that no longer holds the last entry read was lost (or trimmed past
+                // it): everything in it now is new to this relay, whatever its ids (a Redis
+                // with a clock behind would give the new entries ids below `last_id`). Read
+                // it from the start; what comes again is dropped by batch id.
+                let (k, i) = (key.clone(), id.clone());
+                let r = conn
+                    .run(|mut c| async move {
+                        let r: StreamRangeReply = c.xrange_count(&k, &i, &i, 1).await?;
+                        Ok(r.ids.is_empty())
+                    })
+                    .await;
+                match r {
+                    Ok(gone) => {
+                        verify = false;
+                        if gone && id != "0-0" {
+                            self.log_stream(&format!(
+                                "read-from-start last-read={id} (no longer in the Stream)"
+                            ));
+                            last_id = Some("0-0".into());
+                        }
+                    }
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
             let r = match &last_id {
                 None => {
                     // Start: the tail that covers the replay window, oldest first.
@@ -1069,6 +1114,7 @@ impl FleetStream {
             let entries = match r {
                 Ok(e) => e,
                 Err(_) => {
+                    verify = true;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = shutdown.changed() => break,
@@ -1104,11 +1150,12 @@ impl FleetStream {
             if last_len.elapsed() >= Duration::from_secs(1) {
                 last_len = TokioInstant::now();
                 let k = key.clone();
-                if let Ok(n) = conn
+                match conn
                     .run(|mut c| async move { c.xlen::<_, u64>(&k).await })
                     .await
                 {
-                    self.sm.fleet.stream_length.store(n, Relaxed);
+                    Ok(n) => self.sm.fleet.stream_length.store(n, Relaxed),
+                    Err(_) => verify = true,
                 }
             }
         }
