@@ -770,3 +770,58 @@ async fn redis_restarted_while_a_reader_is_behind_it_still_gets_every_record_onc
     assert_none_lost_or_duplicated(&t);
     f.emu.stop().await;
 }
+
+/// Redis back empty with a clock behind the old one (restarted elsewhere, a failover): the
+/// new entries get ids below the last one every reader read. Here an entry with an id an
+/// hour ahead, added by hand, moves the ids of everything appended after it into the future,
+/// so the entries after the restart have smaller ids. Service must resume all the same,
+/// nothing lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_empty_with_smaller_entry_ids_readers_read_it_from_the_start() {
+    let Some(mut f) = Fleet::start("15", "50", &[]).await else {
+        return;
+    };
+    f.owner(0).await;
+    let clients = f.clients(&[0, 1, 2], false).await;
+    f.live_for("a live upstream connection", 1, Duration::from_secs(1))
+        .await;
+    let ahead = format!("{}-0", now_ms() + 3_600_000);
+    let _: String = redis::cmd("XADD")
+        .arg("livestream-relay:{demo}:records")
+        .arg(&ahead)
+        .arg("note")
+        .arg("ids from a clock an hour ahead")
+        .query_async(&mut f.redis.conn().await)
+        .await
+        .expect("XADD with an id ahead");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t_kill = now_ms();
+    f.redis.kill();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before: Vec<usize> = clients.iter().map(|c| c.len()).collect();
+    let t_back = now_ms();
+    let _redis2 = Redis::start(f.redis.port).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service did not resume after Redis came back with smaller ids: {:?} -> {:?}",
+            before,
+            clients.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (stats, unique) = f.settle(&clients).await;
+    f.transcript(
+        "ids-behind",
+        t_kill,
+        &[
+            (t_kill, "redis-server killed"),
+            (t_back, "redis-server restarted (empty)"),
+        ],
+    );
+    assert_polite("ids-behind", &stats, 1);
+    let t = audit("ids-behind", &clients, unique, "");
+    assert_none_lost_or_duplicated(&t);
+    f.emu.stop().await;
+}
