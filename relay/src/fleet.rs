@@ -24,16 +24,30 @@
 //! acquiring (≈ the lease's expiry): `Client::start_after(now, Some(last_loss))`.
 //!
 //! Records: the owner appends each batch of decoded records to the stream's Redis Stream
-//! (`XADD … MAXLEN ~ N`, one entry per batch); every relay reads the Stream and feeds its own
-//! hub, dropping hit ids it already delivered. A new owner seeds its core's de-duplication
-//! from the Stream's tail and from what this relay read, so records Live Stream re-sends
-//! after the reconnect are not appended again.
+//! (`XADD … MAXLEN ~ N`, one entry per batch, with a batch id unique in the fleet and the
+//! Stream's generation, below); every relay reads the Stream and feeds its own hub, dropping
+//! entries (by batch id) and hit ids it already delivered. A new owner seeds its core's
+//! de-duplication from the Stream's tail and from what this relay read, so records Live
+//! Stream re-sends after the reconnect are not appended again.
 //!
 //! Redis unavailable: relays keep serving; an owner keeps reading only while its lease is
 //! valid by its own clock; batches wait in a bounded queue and are written when Redis
-//! returns. If Redis comes back empty (restarted without persistence), an owner whose lease
-//! is still valid re-creates it with its token (nothing newer can exist), and the fence
-//! adopts the writer's token.
+//! returns. Each connection makes one attempt per reconnect and its callers retry at their
+//! own pace (renewals every 100 ms), so an owner renews as soon as Redis is back. If Redis
+//! comes back empty (restarted without persistence), an owner whose lease is still valid
+//! re-creates it with its token (nothing newer can exist), and the fence adopts the writer's
+//! token.
+//!
+//! Redis back empty also lost the entries some reader had not read yet when it went (the
+//! others had them and delivered them). So the Stream has a generation (a key the first
+//! owner write after the loss creates anew, entries carry it), every relay keeps the entries
+//! it read or appended in the last 10 s of the Stream's activity (its `Tail`), and an owner
+//! whose append finds another generation than the one its slot's entries were in appends
+//! those entries again first, oldest first, fenced with its own token, batch ids kept: a
+//! reader that missed them delivers them, the others drop them by batch id. A new ownership
+//! and a renewal that re-created the lease check the same before any append. A reader that
+//! finds, after an error, that the Stream no longer holds the last entry it read (lost, or
+//! trimmed past it) reads it from the start: the new Redis's ids may be below that entry's.
 
 use bytes::Bytes;
 use livestream_wasm::core::dedup::Dedup;

@@ -1,7 +1,8 @@
 //! Fleet mode end to end: three relay processes (the real binary), one redis-server, the
 //! emulator in-process with a 1 s slot hold and the relays' reconnect delay above it
 //! (1.5 s), downstream raw-HTTP clients on every relay. Faults: SIGKILL of the owner,
-//! SIGSTOP of the owner past its lease, Redis restarted empty. Each test prints a hand-over
+//! SIGSTOP of the owner past its lease, Redis restarted empty (also while a reader is
+//! behind, and with entry ids below the readers' last ones). Each test prints a hand-over
 //! transcript and, per client, the records lost and duplicated.
 //!
 //! Skipped (with a message) when `redis-server` is not installed.
