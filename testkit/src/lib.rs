@@ -291,20 +291,31 @@ impl Resp {
 
     /// The next chunk of the body as sent (chunked), or the next read (otherwise); Ok(None)
     /// at a clean end. After a clean or abrupt end it keeps answering Ok(None); after a
-    /// timeout, reading may go on.
+    /// timeout (nothing of a next chunk arrived within `timeout`), reading may go on.
+    ///
+    /// Only the wait for the next chunk to begin is bounded by `timeout`: `fill_buf` consumes
+    /// nothing, so giving up there loses nothing. A chunk that has begun is read whole (within
+    /// [`T`]): `read_chunk` cancelled half-way would drop the size line and the data it had
+    /// consumed, and the next call would read from the middle of a chunk.
     pub async fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, BodyError> {
         if self.done {
             return Ok(None);
         }
-        match tokio::time::timeout(timeout, self.read_chunk()).await {
-            Err(_) => Err(BodyError::Timeout),
-            Ok(r) => {
-                if !matches!(r, Ok(Some(_))) {
-                    self.done = true;
-                }
-                r
-            }
+        let empty = !self.chunked && self.remaining == Some(0);
+        if !empty
+            && tokio::time::timeout(timeout, self.reader.fill_buf())
+                .await
+                .is_err()
+        {
+            return Err(BodyError::Timeout);
         }
+        let r = tokio::time::timeout(T, self.read_chunk())
+            .await
+            .unwrap_or(Err(BodyError::Abrupt));
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
     }
 
     async fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, BodyError> {
@@ -517,4 +528,53 @@ pub fn hit_key(line: &str) -> (u64, u64) {
         raw_u64(line, "hitIdHigh").unwrap_or_else(|| panic!("bare hitIdHigh in {line}")),
         raw_u64(line, "hitIdLow").unwrap_or_else(|| panic!("bare hitIdLow in {line}")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Nothing within the timeout: Timeout, and reading goes on. A chunk whose size line
+    /// and first bytes come within the timeout and the rest after it: returned whole (a
+    /// timeout there would lose what was consumed, and the next call would read from the
+    /// middle of the chunk).
+    #[tokio::test]
+    async fn a_chunk_split_around_the_timeout_is_returned_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut req = BufReader::new(&mut s);
+            loop {
+                let mut line = String::new();
+                req.read_line(&mut line).await.expect("request");
+                if line.trim_end().is_empty() {
+                    break;
+                }
+            }
+            let pause = Duration::from_millis(300);
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .expect("write");
+            tokio::time::sleep(pause).await;
+            s.write_all(b"5\r\nab").await.expect("write");
+            tokio::time::sleep(pause).await;
+            s.write_all(b"cde\r\n0\r\n\r\n").await.expect("write");
+        });
+        let mut r = send(addr, "GET", "/", &[], b"").await;
+        let short = Duration::from_millis(100);
+        assert_eq!(r.next_chunk(short).await, Err(BodyError::Timeout));
+        let mut timeouts = 0;
+        let chunk = loop {
+            match r.next_chunk(short).await {
+                Err(BodyError::Timeout) => timeouts += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(chunk, Ok(Some(b"abcde".to_vec())));
+        assert!(timeouts <= 3, "{timeouts}");
+        assert_eq!(r.next_chunk(T).await, Ok(None));
+        server.await.expect("server");
+    }
 }
