@@ -4,6 +4,9 @@
 //! by the same core ([`livestream_wasm::core::Config`]), so a bad value gets the same message
 //! in both hosts. Secrets never come from flags (they would show in `ps` and shell history).
 
+// The field docs below are also the `--help` text, where a URL must stay bare.
+#![allow(rustdoc::bare_urls)]
+
 use clap::Parser;
 use livestream_wasm::core::config::{option_spec, Kind};
 use std::net::SocketAddr;
