@@ -114,7 +114,10 @@ function snapshot(page) {
       chartLabel: document.getElementById("chart")?.getAttribute("aria-label"),
       chartCanvas: !!document.querySelector("#chart canvas"),
       errors: [...document.querySelectorAll("#errors li")].map((li) => li.textContent),
-      role: window.liveStreamDemo?.role ?? null,
+      // The role as rendered (the share card), not the page's state: the card and the slots'
+      // countdown are drawn in the same frame, so a snapshot never pairs a new role with the
+      // countdown text of the frame before (seen once in a fresh-clone run).
+      role: document.getElementById("share")?.dataset.role || null,
       shareTitle: document.querySelector("#share:not([hidden]) #share-title")?.textContent ?? null,
       shareDetail: document.querySelector("#share:not([hidden]) #share-detail")?.textContent ?? null,
     };
