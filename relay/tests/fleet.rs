@@ -380,7 +380,12 @@ impl Fleet {
             .as_array()
             .expect("connections")
             .iter()
-            .map(|c| c["records_sent"].as_u64().unwrap_or(0) - c["resent"].as_u64().unwrap_or(0))
+            // A resumed connection writes its `resent` records first; one that closed before
+            // writing them all wrote no new ones (plain subtraction would underflow).
+            .map(|c| {
+                let sent = c["records_sent"].as_u64().unwrap_or(0);
+                sent.saturating_sub(c["resent"].as_u64().unwrap_or(0))
+            })
             .sum();
         (stats, unique)
     }
