@@ -376,18 +376,26 @@ impl Fleet {
             .emu
             .admin("GET", "/admin/stats?stream=demo", None)
             .await;
-        let unique: u64 = stats["connections"]
-            .as_array()
-            .expect("connections")
-            .iter()
-            // A resumed connection writes its `resent` records first; one that closed before
-            // writing them all wrote no new ones (plain subtraction would underflow).
-            .map(|c| {
-                let sent = c["records_sent"].as_u64().unwrap_or(0);
-                sent.saturating_sub(c["resent"].as_u64().unwrap_or(0))
-            })
-            .sum();
+        let unique = new_records_sent(&stats);
         (stats, unique)
+    }
+
+    /// The end of a Redis fault test: settles, prints the transcript from `t0` with `marks`,
+    /// checks that the fleet held one live upstream connection at most and that no client
+    /// lost or repeated a record, and stops the emulator.
+    async fn conclude_redis_test(
+        self,
+        test: &str,
+        clients: &[Client],
+        t0: u64,
+        marks: &[(u64, &str)],
+    ) {
+        let (stats, unique) = self.settle(clients).await;
+        self.transcript(test, t0, marks);
+        assert_polite(test, &stats, 1);
+        let t = audit(test, clients, unique, "");
+        assert_none_lost_or_duplicated(&t);
+        self.emu.stop().await;
     }
 
     /// Prints the relays' fleet log lines (relay0..relay2) and the test's `marks`, in time
@@ -464,6 +472,21 @@ fn connections(stats: &Value) -> Vec<(u64, Option<u64>)> {
         .iter()
         .map(|c| (c["opened_ms"].as_u64().unwrap(), c["closed_ms"].as_u64()))
         .collect()
+}
+
+/// Waits until every client has 50 records more than `before` (service resumed after a
+/// fault); fails after `T` with the counts.
+async fn await_resumed(clients: &[Client], before: &[usize]) {
+    let deadline = tokio::time::Instant::now() + T;
+    while clients.iter().zip(before).any(|(c, b)| c.len() < b + 50) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service did not resume after Redis came back: {:?} -> {:?}",
+            before,
+            clients.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn assert_polite(test: &str, stats: &Value, max_live: u64) {
@@ -686,14 +709,7 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
     let t_back = now_ms();
     let _redis2 = Redis::start(f.redis.port).await;
     // Service resumes: every client gets new records.
-    let deadline = tokio::time::Instant::now() + T;
-    while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service did not resume after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_resumed(&clients, &before).await;
     // And upstream reading resumed (not only the batches queued during the outage).
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -708,19 +724,16 @@ async fn redis_restarted_mid_run_service_resumes_and_nothing_is_delivered_twice(
             "upstream reading did not resume"
         );
     }
-    let (stats, unique) = f.settle(&clients).await;
-    f.transcript(
+    f.conclude_redis_test(
         "redis-restart",
+        &clients,
         t_kill,
         &[
             (t_kill, "redis-server killed"),
             (t_back, "redis-server restarted (empty)"),
         ],
-    );
-    assert_polite("redis-restart", &stats, 1);
-    let t = audit("redis-restart", &clients, unique, "");
-    assert_none_lost_or_duplicated(&t);
-    f.emu.stop().await;
+    )
+    .await;
 }
 
 /// A relay whose reader is behind on the Stream when Redis dies (here frozen with SIGSTOP
@@ -751,18 +764,11 @@ async fn redis_restarted_while_a_reader_is_behind_it_still_gets_every_record_onc
     let before: Vec<usize> = clients.iter().map(|c| c.len()).collect();
     let t_back = now_ms();
     let _redis2 = Redis::start(f.redis.port).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service did not resume after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_resumed(&clients, &before).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (stats, unique) = f.settle(&clients).await;
-    f.transcript(
+    f.conclude_redis_test(
         "reader-behind",
+        &clients,
         t_kill,
         &[
             (t_stop, &format!("SIGSTOP relay{behind} (a reader)")),
@@ -770,11 +776,8 @@ async fn redis_restarted_while_a_reader_is_behind_it_still_gets_every_record_onc
             (t_cont, &format!("SIGCONT relay{behind}")),
             (t_back, "redis-server restarted (empty)"),
         ],
-    );
-    assert_polite("reader-behind", &stats, 1);
-    let t = audit("reader-behind", &clients, unique, "");
-    assert_none_lost_or_duplicated(&t);
-    f.emu.stop().await;
+    )
+    .await;
 }
 
 /// Redis back empty with a clock behind the old one (restarted elsewhere, a failover): the
@@ -807,27 +810,15 @@ async fn redis_back_empty_with_smaller_entry_ids_readers_read_it_from_the_start(
     let before: Vec<usize> = clients.iter().map(|c| c.len()).collect();
     let t_back = now_ms();
     let _redis2 = Redis::start(f.redis.port).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while clients.iter().zip(&before).any(|(c, b)| c.len() < b + 50) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service did not resume after Redis came back with smaller ids: {:?} -> {:?}",
-            before,
-            clients.iter().map(|c| c.len()).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (stats, unique) = f.settle(&clients).await;
-    f.transcript(
+    await_resumed(&clients, &before).await;
+    f.conclude_redis_test(
         "ids-behind",
+        &clients,
         t_kill,
         &[
             (t_kill, "redis-server killed"),
             (t_back, "redis-server restarted (empty)"),
         ],
-    );
-    assert_polite("ids-behind", &stats, 1);
-    let t = audit("ids-behind", &clients, unique, "");
-    assert_none_lost_or_duplicated(&t);
-    f.emu.stop().await;
+    )
+    .await;
 }

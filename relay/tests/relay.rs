@@ -207,17 +207,7 @@ async fn wait_caught_up(emu: &Emu, relay: &RelayUnderTest) -> u64 {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s = emu.stats().await;
-    let sent: u64 = s["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        // `resent` is what a resumed connection queued to send again first; one that closed
-        // before writing them all wrote fewer records than that, and no new ones.
-        .map(|c| {
-            let sent = c["records_sent"].as_u64().unwrap();
-            sent.saturating_sub(c["resent"].as_u64().unwrap())
-        })
-        .sum();
+    let sent = new_records_sent(&s);
     relay
         .wait_metric("livestream_relay_records_in_total{stream=\"demo\"}", |v| {
             v as u64 >= sent

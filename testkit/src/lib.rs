@@ -508,6 +508,22 @@ impl Records {
     }
 }
 
+/// Records the emulator's connections sent for the first time, from its `/admin/stats`
+/// JSON: per connection `records_sent` minus `resent`. A resumed connection writes its
+/// `resent` records first, so one that closed before writing them all sent no new ones
+/// (saturating, not underflowing).
+pub fn new_records_sent(stats: &Value) -> u64 {
+    stats["connections"]
+        .as_array()
+        .expect("connections in the emulator's stats")
+        .iter()
+        .map(|c| {
+            let sent = c["records_sent"].as_u64().unwrap_or(0);
+            sent.saturating_sub(c["resent"].as_u64().unwrap_or(0))
+        })
+        .sum()
+}
+
 /// The u64 after `"field":` in a raw JSON line, parsed from the digits themselves (never
 /// through f64, which would round ids above 2^53); None when the value is not bare digits
 /// (e.g. a quoted id).
