@@ -210,11 +210,11 @@ fn grouped(n: u64) -> String {
 
 /// The value of `const NAME = 10_000;` in a JavaScript file.
 fn js_integer(js: &str, name: &str) -> u64 {
+    let pattern = format!("const {name} = ");
     let start = js
-        .find(&format!("const {name} = "))
+        .find(&pattern)
         .unwrap_or_else(|| panic!("no const {name}"))
-        + name.len()
-        + 9;
+        + pattern.len();
     let digits: String = js[start..]
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '_')
