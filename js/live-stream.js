@@ -26,7 +26,6 @@ const CALLBACK_ERROR = "callback_error";
 const INTERNAL_ERROR = "internal_error";
 const CONSUMER_OVERFLOW = "consumer_overflow";
 
-const textDecoder = new TextDecoder();
 let ready = false;
 let defaultFetch = null;
 let memory = null;
@@ -770,28 +769,25 @@ export class LiveStream {
     const shared = this.#share !== null;
     const wantBatch = onBatch || (it && !it.done) || shared;
     if (!onHits && !wantBatch) return undefined;
-    // Out of wasm memory: the ASCII records decoded straight into a string, the few others
-    // copied as bytes (see hit-batch.js), and the key columns packed by the engine
-    // (src/crossing.rs `pack_columns`) in one copy with views on it. In Chromium an
-    // ArrayBuffer costs far more than a string of the same size (a 64 KiB one ~60 µs).
+    // Out of wasm memory in one copy: the key columns packed by the engine (src/crossing.rs
+    // `pack_columns`), then the batch's text as bytes, with views on that copy. The text is
+    // decoded only when asked for (hit-batch.js): a consumer of the typed columns alone never
+    // pays for decoding. onHits alone parses in place instead, with no copy at all.
     const buf = memory.buffer;
     const L = new Uint32Array(buf, this.#layoutPtr, 7);
     const latin1At = L[5];
     const wideAt = L[6];
     const n8 = n * 8;
-    const ascii = textDecoder.decode(new Uint8Array(buf, L[0], latin1At));
     if (!wantBatch && (L[2] & 3) === 0) {
       // onHits alone: the hits are parsed now, before the next chunk reuses wasm memory, so
-      // the other records and the offsets are read in place; no copy, no HitBatch.
-      const rest = new Uint8Array(buf, L[0] + latin1At, L[1] - latin1At);
+      // the text and the offsets are read in place; no copy, no HitBatch.
       const starts = new Uint32Array(buf, L[2] + 6 * n8, n);
       const ends = new Uint32Array(buf, L[2] + 6 * n8 + 4 * n, n);
-      const hits = hitsFromText(batchText(ascii, rest, latin1At, wideAt), starts, ends);
+      const hits = hitsFromText(batchText(new Uint8Array(buf, L[0], L[1]), latin1At, wideAt), starts, ends);
       return this.#invoke("onHits", hits, { connection: a.connection });
     }
-    // One copy: the columns (57 bytes a hit), then the bytes of the non-ASCII records.
     const cols = new Uint8Array(buf, L[2], L[3]).slice().buffer;
-    const text = batchText(ascii, new Uint8Array(cols, 57 * n, L[3] - 57 * n), latin1At, wideAt);
+    const text = batchText(new Uint8Array(cols, 57 * n, L[3] - 57 * n), latin1At, wideAt);
     const starts = new Uint32Array(cols, 6 * n8, n);
     const ends = new Uint32Array(cols, 6 * n8 + 4 * n, n);
     if (!wantBatch) {

@@ -227,7 +227,7 @@ impl Engine {
 
     /// Where the last batch lies in wasm memory: `[jsonPtr, jsonLen, columnsPtr, columnsLen, n,
     /// latin1At, wideAt]`: the columns as `Batch::pack_columns` lays them out (57 bytes a hit)
-    /// followed by the text from `latin1At` on. The pointer stays the same for the engine's
+    /// followed by a copy of the whole text (`json`), so one copy out carries both. The pointer stays the same for the engine's
     /// life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
@@ -300,11 +300,10 @@ impl Engine {
 
 impl Engine {
     fn fill_layout(&mut self) {
-        // The columns, then the text of the non-ASCII records (`json[latin1At..]`): one copy
-        // out for JavaScript, which decodes the ASCII records straight from `json`.
+        // The columns, then the whole text: one copy out for JavaScript, which decodes the
+        // text only when a consumer asks for records (js/hit-batch.js).
         self.batch.pack_columns(&mut self.columns);
-        let from = (self.batch.regions[0] as usize).min(self.batch.json.len());
-        self.columns.extend_from_slice(&self.batch.json[from..]);
+        self.columns.extend_from_slice(&self.batch.json);
         let b = &self.batch;
         let l = &mut self.layout;
         l[0] = b.json.as_ptr() as u32;

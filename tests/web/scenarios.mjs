@@ -412,6 +412,43 @@ scenario("one large chunk of mixed text keeps stream order in every form", async
   assert.equal(k, total, "hits in all batches");
 });
 
+scenario("onBatch alone: batches decode their text only when asked, and stay right after later chunks", async ({ LiveStream }) => {
+  // With onBatch as the only consumer nothing decodes the text during delivery: every batch is
+  // kept and read only after the stream has moved on (later chunks reuse wasm memory), first
+  // record by record (text/get before anything decoded the whole ASCII array), then whole.
+  const pages = ["plain", "caf\u00e9", "\u65e5\u672c", "ascii again", "\u{1f600}", "\u00ff"];
+  const total = 3000;
+  const want = Array.from({ length: total }, (_, i) => [String(7 + i), String(2n ** 64n - 1n - BigInt(i))]);
+  const page = (i) => `${pages[(i * 5) % pages.length]} ${i}`;
+  const body = bytes(crlf(want.map(([h, l], i) => record(h, l, page(i)))));
+  const batches = [];
+  const ls = new LiveStream({
+    url: `${EXAMPLE}/x`, token: "t",
+    fetch: fakeFetch([{ status: 200, body, chunkSize: 50_000, hold: true }]),
+    onBatch: (b) => { batches.push(b); },
+  });
+  ls.start();
+  const until = Date.now() + 10_000;
+  while (batches.reduce((n, b) => n + b.length, 0) < total && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  ls.close();
+  assert.atLeast(batches.length, 3, "batches");
+  let k = 0;
+  for (const b of batches) {
+    const texts = [];
+    for (let i = 0; i < b.length; i++, k++) {
+      assert.equal(b.get(i).pageName, page(k), `get(${i}) (hit ${k}) before toArray`);
+      texts.push(b.text(i));
+      assert.equal(JSON.parse(texts[i]).hitIdLow, want[k][1], `text(${i}).hitIdLow (hit ${k})`);
+    }
+    const all = b.toArray();
+    for (let i = 0; i < b.length; i++) {
+      assert.equal(all[i].pageName, page(k - b.length + i), `toArray()[${i}]`);
+      assert.equal(b.text(i), texts[i], `text(${i}) once the batch's text is decoded`);
+    }
+  }
+  assert.equal(k, total, "hits in all batches");
+});
+
 scenario("onHits alone (hits read from wasm memory in place) keeps mixed text and stream order", async ({ LiveStream }) => {
   // With onHits as the only consumer the host parses each batch before the next chunk is fed
   // and reads the non-ASCII records and the offsets where the engine wrote them; a chunk of
