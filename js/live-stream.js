@@ -769,8 +769,8 @@ export class LiveStream {
     const shared = this.#share !== null;
     const wantBatch = onBatch || (it && !it.done) || shared;
     if (!onHits && !wantBatch) return undefined;
-    // Out of wasm memory in one copy: the key columns packed by the engine (src/crossing.rs
-    // `pack_columns`), then the batch's text as bytes, with views on that copy. The text is
+    // Out of wasm memory in one copy: the batch's text as bytes, then the key columns packed
+    // by the engine (src/crossing.rs `append_columns`), with views on that copy. The text is
     // decoded only when asked for (hit-batch.js): a consumer of the typed columns alone never
     // pays for decoding. onHits alone parses in place instead, with no copy at all.
     const buf = memory.buffer;
@@ -786,22 +786,24 @@ export class LiveStream {
       const hits = hitsFromText(batchText(new Uint8Array(buf, L[0], L[1]), latin1At, wideAt), starts, ends);
       return this.#invoke("onHits", hits, { connection: a.connection });
     }
-    const cols = new Uint8Array(buf, L[2], L[3]).slice().buffer;
-    const text = batchText(new Uint8Array(cols, 57 * n, L[3] - 57 * n), latin1At, wideAt);
-    const starts = new Uint32Array(cols, 6 * n8, n);
-    const ends = new Uint32Array(cols, 6 * n8 + 4 * n, n);
+    // The text, then the columns from `at` (a multiple of 8, so the 64-bit views align).
+    const at = L[2] - L[0];
+    const copy = new Uint8Array(buf, L[0], at + L[3]).slice().buffer;
+    const text = batchText(new Uint8Array(copy, 0, L[1]), latin1At, wideAt);
+    const starts = new Uint32Array(copy, at + 6 * n8, n);
+    const ends = new Uint32Array(copy, at + 6 * n8 + 4 * n, n);
     if (!wantBatch) {
       return this.#invoke("onHits", hitsFromText(text, starts, ends), { connection: a.connection });
     }
     const batch = new HitBatch(
       a.connection, text, starts, ends,
-      new BigUint64Array(cols, 0, n),
-      new BigUint64Array(cols, n8, n),
-      new BigUint64Array(cols, 2 * n8, n),
-      new BigUint64Array(cols, 3 * n8, n),
-      new Float64Array(cols, 4 * n8, n),
-      new Float64Array(cols, 5 * n8, n),
-      new Uint8Array(cols, 6 * n8 + 8 * n, n),
+      new BigUint64Array(copy, at, n),
+      new BigUint64Array(copy, at + n8, n),
+      new BigUint64Array(copy, at + 2 * n8, n),
+      new BigUint64Array(copy, at + 3 * n8, n),
+      new Float64Array(copy, at + 4 * n8, n),
+      new Float64Array(copy, at + 5 * n8, n),
+      new Uint8Array(copy, at + 6 * n8 + 8 * n, n),
     );
     if (shared) {
       // Structured clone copies typed arrays as memcpy; followers rebuild the same HitBatch.

@@ -176,8 +176,27 @@ impl Batch {
     /// offsets are `0, 8n, 16n, 24n, 32n, 40n, 48n, 52n, 56n`. One copy out of wasm memory
     /// and views on it cost far less in a browser than a copy per column.
     pub fn pack_columns(&self, out: &mut Vec<u8>) {
-        let n = self.len();
         out.clear();
+        self.append_packed_columns(out);
+    }
+
+    /// Appends the packed columns (see [`Batch::pack_columns`]) to the text in `json`, at the
+    /// next multiple of 8 so that typed arrays can view them in a copy of `json`. Returns the
+    /// text's length and where the columns start: one copy of `json` then carries both out of
+    /// wasm memory. `json` holds them until the next [`Batch::clear`]; call after
+    /// [`Batch::finish`].
+    pub fn append_columns(&mut self) -> (usize, usize) {
+        let text_len = self.json.len();
+        let at = text_len.next_multiple_of(8);
+        let mut json = std::mem::take(&mut self.json);
+        json.resize(at, 0);
+        self.append_packed_columns(&mut json);
+        self.json = json;
+        (text_len, at)
+    }
+
+    fn append_packed_columns(&self, out: &mut Vec<u8>) {
+        let n = self.len();
         out.reserve(57 * n);
         for col in [
             &self.hit_id_high,
@@ -382,6 +401,36 @@ mod tests {
         assert!(b.is_empty());
         b.finish();
         assert!(b.json.is_empty(), "an empty batch stays empty");
+    }
+
+    #[test]
+    fn appended_columns_follow_the_text_at_a_multiple_of_8() {
+        for records in [
+            &[
+                r#"{"hitIdHigh":1,"hitIdLow":2,"timeGMT":5}"#,
+                r#"{"a":"café é"}"#,
+            ][..],
+            &[r#"{"hitIdHigh":18446744073709551615,"hitIdLow":3}"#][..],
+            &[r#"{"a":1}"#, r#"{"b":"東京"}"#, r#"{"c":22}"#][..],
+        ] {
+            let mut b = Batch::default();
+            feed(&mut b, records);
+            let text = b.json.clone();
+            let mut packed = Vec::new();
+            b.pack_columns(&mut packed);
+            let (text_len, at) = b.append_columns();
+            assert_eq!(text_len, text.len());
+            assert_eq!(at % 8, 0);
+            assert!(at >= text_len && at < text_len + 8);
+            assert_eq!(&b.json[..text_len], &text[..], "the text is untouched");
+            assert_eq!(&b.json[at..], &packed[..], "the columns follow it");
+            for i in 0..b.len() {
+                let again: serde_json::Value = serde_json::from_str(b.record(i)).unwrap();
+                assert!(again.is_object());
+            }
+            b.clear();
+            assert!(b.json.is_empty());
+        }
     }
 
     #[test]

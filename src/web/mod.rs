@@ -41,8 +41,6 @@ const LAYOUT_WORDS: usize = 7;
 pub struct Engine {
     client: Client,
     batch: Batch,
-    /// The batch's key columns packed for one copy out (`Batch::pack_columns`).
-    columns: Vec<u8>,
     input: Vec<u8>,
     layout: Box<[u32; LAYOUT_WORDS]>,
     /// The host's monotonic time never runs backwards for the core.
@@ -88,7 +86,6 @@ impl Engine {
         Ok(Engine {
             client: Client::new(config, seed as u64),
             batch: Batch::default(),
-            columns: Vec::new(),
             input: Vec::new(),
             layout: Box::new([0; LAYOUT_WORDS]),
             last_now: 0,
@@ -134,7 +131,6 @@ impl Engine {
     pub fn release(&mut self) {
         self.client.release_buffers();
         self.batch = Batch::default();
-        self.columns = Vec::new();
         self.input = Vec::new();
     }
 
@@ -225,9 +221,10 @@ impl Engine {
         self.batch.len() as u32 | pending
     }
 
-    /// Where the last batch lies in wasm memory: `[jsonPtr, jsonLen, columnsPtr, columnsLen, n,
-    /// latin1At, wideAt]`: the columns as `Batch::pack_columns` lays them out (57 bytes a hit)
-    /// followed by a copy of the whole text (`json`), so one copy out carries both. The pointer stays the same for the engine's
+    /// Where the last batch lies in wasm memory: `[textPtr, textLen, columnsPtr, columnsLen, n,
+    /// latin1At, wideAt]`: the text (`Batch::json`), then from the next multiple of 8 the
+    /// columns as `Batch::pack_columns` lays them out (57 bytes a hit), so one copy from
+    /// `textPtr` to the columns' end carries both out. The pointer stays the same for the engine's
     /// life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
@@ -300,16 +297,16 @@ impl Engine {
 
 impl Engine {
     fn fill_layout(&mut self) {
-        // The columns, then the whole text: one copy out for JavaScript, which decodes the
-        // text only when a consumer asks for records (js/hit-batch.js).
-        self.batch.pack_columns(&mut self.columns);
-        self.columns.extend_from_slice(&self.batch.json);
+        // The text, then the key columns in the same buffer: one copy out for JavaScript,
+        // which decodes the text only when a consumer asks for records (js/hit-batch.js).
+        let (text_len, columns_at) = self.batch.append_columns();
         let b = &self.batch;
+        let ptr = b.json.as_ptr() as u32;
         let l = &mut self.layout;
-        l[0] = b.json.as_ptr() as u32;
-        l[1] = b.json.len() as u32;
-        l[2] = self.columns.as_ptr() as u32;
-        l[3] = self.columns.len() as u32;
+        l[0] = ptr;
+        l[1] = text_len as u32;
+        l[2] = ptr + columns_at as u32;
+        l[3] = (b.json.len() - columns_at) as u32;
         l[4] = b.len() as u32;
         l[5] = b.regions[0];
         l[6] = b.regions[1];
