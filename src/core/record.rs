@@ -30,11 +30,11 @@
 //! (otherwise the hit has no dedup key and is always delivered); `vis_id` likewise.
 //! Only usable bare-number ids are listed in [`RecordInfo::bare_id_spans`].
 //!
-//! Speed comes from: one UTF-8 check up front (a word-wise ASCII check for most records,
-//! `str::from_utf8` only for the others; after it the scanner only looks
-//! for ASCII structure), string bodies skipped eight bytes at a time (SWAR), no copy of the
-//! record at all in the scan, and the quoted output written as a few bulk copies between the
-//! (at most six) edits.
+//! Speed comes from: a single pass over the record (no separate UTF-8 check: non-ASCII bytes
+//! can only be valid inside strings, so the string scanner checks their UTF-8 where it meets
+//! them, and only a record that fails is checked and repaired as a whole), string bodies
+//! skipped eight bytes at a time (SWAR), no copy of the record at all in the scan, and the
+//! quoted output written as a few bulk copies between the (at most six) edits.
 
 use std::fmt;
 
@@ -166,12 +166,31 @@ pub fn scan_record<'a>(
     record: &'a [u8],
     repaired: &'a mut Vec<u8>,
 ) -> Result<Scanned<'a>, RecordError> {
-    // Most records are pure ASCII: one word-wise check settles their validity; the full
-    // UTF-8 check runs only for the others.
-    let ascii = is_ascii(record);
-    let (b, replaced): (&'a [u8], bool) = match ascii || std::str::from_utf8(record).is_ok() {
-        true => (record, false),
-        false => {
+    // One pass over the record as it is: the scanner checks the UTF-8 of the non-ASCII bytes
+    // it meets inside strings (the only place where valid JSON has any), so a record it
+    // accepts is valid UTF-8, and it notes whether there was any non-ASCII byte at all.
+    // Whenever it stops on something (invalid UTF-8 or a syntax error) and the record is not
+    // valid UTF-8, the record is repaired and scanned again: an error's offset is then
+    // within the repaired text, as the message says.
+    if record.len() <= u32::MAX as usize {
+        let mut seen = Seen::default();
+        match scan_object(record, false, &mut seen) {
+            Ok((start, end, mut info)) => {
+                info.ascii = !seen.non_ascii;
+                return Ok(Scanned {
+                    text: &record[start..end],
+                    info,
+                });
+            }
+            Err(f) if !matches!(f, Fail::Utf8) && std::str::from_utf8(record).is_ok() => {
+                return Err(error_for(record, f))
+            }
+            Err(_) => {}
+        }
+    }
+    let (b, replaced): (&'a [u8], bool) = match std::str::from_utf8(record) {
+        Ok(_) => (record, false),
+        Err(_) => {
             repaired.clear();
             repaired.reserve(record.len() + 8);
             for chunk in record.utf8_chunks() {
@@ -192,11 +211,13 @@ pub fn scan_record<'a>(
             message: format!("record of {} bytes is larger than 4 GiB", b.len()),
         });
     }
-    match scan_object(b, replaced) {
+    // Valid UTF-8 here, so the scan cannot stop on it.
+    let mut seen = Seen::default();
+    match scan_object(b, replaced, &mut seen) {
         Ok((start, end, mut info)) => Ok(Scanned {
             text: &b[start..end],
             info: {
-                info.ascii = ascii;
+                info.ascii = !replaced && !seen.non_ascii;
                 info
             },
         }),
@@ -232,6 +253,11 @@ pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) 
 /// The scanner of records reads it, so error bodies (a 409's `error_description`) and records
 /// share one JSON reader.
 pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
+    // Its text need not be UTF-8: strings with invalid UTF-8 are skipped, not errors.
+    let seen = &mut Seen {
+        non_ascii: false,
+        lenient: true,
+    };
     let mut i = skip_ws(text, 0);
     if at(text, i) != b'{' {
         return None;
@@ -245,11 +271,11 @@ pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
         if at(text, i) != b'"' {
             return None;
         }
-        let (name_end, _) = string(text, i + 1).ok()?;
+        let (name_end, _) = string(text, i + 1, seen).ok()?;
         let name = decode_string(&text[i + 1..name_end]);
-        let v = member_name(text, i).ok()?;
-        let after = match scalar_or_open(text, v).ok()? {
-            j if j == v => container(text, v, 1).ok()?,
+        let v = member_name(text, i, seen).ok()?;
+        let after = match scalar_or_open(text, v, seen).ok()? {
+            j if j == v => container(text, v, 1, seen).ok()?,
             j => j,
         };
         if name.as_deref() == Some(key) {
@@ -420,6 +446,18 @@ enum Fail {
     NotObject(usize),
     /// Nothing but whitespace.
     Empty,
+    /// Invalid UTF-8 in a string: the record is repaired and scanned again (never reported).
+    Utf8,
+}
+
+/// What the string scanner notes on the way, besides where each string ends.
+#[derive(Default)]
+struct Seen {
+    /// A non-ASCII byte was met (in a string: elsewhere it is a syntax error anyway).
+    non_ascii: bool,
+    /// Skip non-ASCII bytes without checking their UTF-8 ([`top_level_string`], whose text
+    /// need not be UTF-8); otherwise invalid UTF-8 stops the scan with [`Fail::Utf8`].
+    lenient: bool,
 }
 
 type Scan<T> = Result<T, Fail>;
@@ -453,29 +491,63 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Scans a string body from `start` (just after the opening quote). Returns the index of
-/// the closing quote and whether the string had escapes. The common case (no escape) is
-/// inlined; escapes and errors go to [`string_slow`].
+/// the closing quote and whether the string had escapes. The common case (plain ASCII) is
+/// inlined; escapes, non-ASCII text and errors go to [`string_slow`].
 #[inline(always)]
-fn string(b: &[u8], start: usize) -> Scan<(usize, bool)> {
+fn string(b: &[u8], start: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
     let i = find_special(b, start);
     if at(b, i) == b'"' {
         Ok((i, false))
     } else {
-        string_slow(b, start, i)
+        string_slow(b, start, i, seen)
     }
 }
 
-/// The rest of a string from `i`: a backslash, a control character or the end.
+/// The rest of a string from `i`: a backslash, a non-ASCII byte, a control character or
+/// the end.
 #[inline(never)]
-fn string_slow(b: &[u8], start: usize, mut i: usize) -> Scan<(usize, bool)> {
+fn string_slow(b: &[u8], start: usize, mut i: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
+    let mut escaped = false;
     loop {
         match at(b, i) {
-            b'"' => return Ok((i, true)),
-            b'\\' => i = find_special(b, escape(b, i)?),
+            b'"' => return Ok((i, escaped)),
+            b'\\' => {
+                escaped = true;
+                i = escape(b, i)?;
+            }
+            0x80.. => {
+                seen.non_ascii = true;
+                i = match utf8_char(b, i) {
+                    Some(next) => next,
+                    None if seen.lenient => i + 1,
+                    None => return Err(Fail::Utf8),
+                };
+            }
             _ if i >= b.len() => return Err(Fail::Unterminated(start - 1)),
             _ => return Err(Fail::Control(i)),
         }
+        i = find_special(b, i);
     }
+}
+
+/// The index after the UTF-8 sequence that starts at the non-ASCII byte `b[i]`, or None
+/// when it is not one `str::from_utf8` accepts (overlong forms, surrogates, values above
+/// U+10FFFF, stray continuation bytes and cut sequences are not).
+fn utf8_char(b: &[u8], i: usize) -> Option<usize> {
+    // The range of the second byte and the length, by the first byte (Unicode table 3-7).
+    let (second, len) = match b[i] {
+        0xC2..=0xDF => (0x80..=0xBF, 2),
+        0xE0 => (0xA0..=0xBF, 3),
+        0xE1..=0xEC | 0xEE..=0xEF => (0x80..=0xBF, 3),
+        0xED => (0x80..=0x9F, 3),
+        0xF0 => (0x90..=0xBF, 4),
+        0xF1..=0xF3 => (0x80..=0xBF, 4),
+        0xF4 => (0x80..=0x8F, 4),
+        _ => return None,
+    };
+    let rest = b.get(i + 1..i + len)?;
+    let ok = second.contains(&rest[0]) && rest[1..].iter().all(|&c| (0x80..=0xBF).contains(&c));
+    ok.then_some(i + len)
 }
 
 /// Validates the escape at `i` (a backslash); returns the index after it.
@@ -558,9 +630,9 @@ fn number_tail(b: &[u8], mut i: usize) -> Scan<usize> {
 /// Validates a scalar at `i` and returns the index after it; returns `i` itself (nothing
 /// consumed) when a container starts there instead.
 #[inline(always)]
-fn scalar_or_open(b: &[u8], i: usize) -> Scan<usize> {
+fn scalar_or_open(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
     match at(b, i) {
-        b'"' => Ok(string(b, i + 1)?.0 + 1),
+        b'"' => Ok(string(b, i + 1, seen)?.0 + 1),
         b'{' | b'[' => Ok(i),
         b'-' | b'0'..=b'9' => Ok(number(b, i)?.0),
         b't' if b.get(i..i + 4) == Some(b"true") => Ok(i + 4),
@@ -576,11 +648,11 @@ fn scalar_or_open(b: &[u8], i: usize) -> Scan<usize> {
 /// Expects a member name and its ':' (with whitespace around) at `i`; returns the index
 /// of the value.
 #[inline(always)]
-fn member_name(b: &[u8], i: usize) -> Scan<usize> {
+fn member_name(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
     if at(b, i) != b'"' {
         return Err(Fail::Expected(i, "a member name (a string)"));
     }
-    let (end, _) = string(b, i + 1)?;
+    let (end, _) = string(b, i + 1, seen)?;
     let i = skip_ws(b, end + 1);
     if at(b, i) != b':' {
         return Err(Fail::Expected(i, "':' after a member name"));
@@ -591,7 +663,7 @@ fn member_name(b: &[u8], i: usize) -> Scan<usize> {
 /// Validates the object or array at `i`, which sits inside `base` levels; returns the
 /// index after it. Iterative, with the open containers kept as a bit stack (1 = array),
 /// so deep input cannot overflow the call stack.
-fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
+fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize> {
     let mut stack: u128 = 0;
     let mut depth: usize = 0;
     'open: loop {
@@ -612,9 +684,9 @@ fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
             depth -= 1;
         } else {
             if !is_arr {
-                i = member_name(b, i)?;
+                i = member_name(b, i, seen)?;
             }
-            let j = scalar_or_open(b, i)?;
+            let j = scalar_or_open(b, i, seen)?;
             if j == i {
                 continue 'open;
             }
@@ -628,9 +700,9 @@ fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
                 b',' => {
                     i = skip_ws(b, i + 1);
                     if !is_arr {
-                        i = member_name(b, i)?;
+                        i = member_name(b, i, seen)?;
                     }
-                    let j = scalar_or_open(b, i)?;
+                    let j = scalar_or_open(b, i, seen)?;
                     if j == i {
                         continue 'open;
                     }
@@ -662,7 +734,7 @@ fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
 
 /// The record's own object: like [`container`] for one level, plus reading the top-level
 /// fields that matter. Returns the object's start and end (whitespace trimmed) and the info.
-fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
+fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize, RecordInfo)> {
     let start = skip_ws(b, 0);
     if at(b, start) != b'{' {
         return Err(if start >= b.len() {
@@ -687,7 +759,7 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
             if at(b, i) != b'"' {
                 return Err(Fail::Expected(i, "a member name (a string)"));
             }
-            let (key_end, escaped) = string(b, i + 1)?;
+            let (key_end, escaped) = string(b, i + 1, seen)?;
             let key = &b[i + 1..key_end];
             i = skip_ws(b, key_end + 1);
             if at(b, i) != b':' {
@@ -710,7 +782,7 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
                     i = end;
                 }
                 Field::Id(k) if c == b'"' => {
-                    let (end, escaped) = string(b, i + 1)?;
+                    let (end, escaped) = string(b, i + 1, seen)?;
                     // Only a canonical decimal string is an id (so pre-quoted streams
                     // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
                     let digits = &b[i + 1..end];
@@ -736,8 +808,8 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
                 }
                 _ => {
                     // Any other value: one call site for the generic validator.
-                    let j = scalar_or_open(b, i)?;
-                    i = if j == i { container(b, i, 1)? } else { j };
+                    let j = scalar_or_open(b, i, seen)?;
+                    i = if j == i { container(b, i, 1, seen)? } else { j };
                     match field {
                         Field::Other => {}
                         // null (absent), negative, bool, object, array: no id.
@@ -835,6 +907,12 @@ fn error_for(b: &[u8], fail: Fail) -> RecordError {
             offset: None,
             message: "empty record".into(),
         },
+        // scan_record repairs the text instead; kept for completeness.
+        Fail::Utf8 => RecordError {
+            kind: RecordErrorKind::Syntax,
+            offset: None,
+            message: "invalid UTF-8".into(),
+        },
     }
 }
 
@@ -859,42 +937,28 @@ fn found_char(b: &[u8], i: usize) -> char {
         .unwrap_or('\u{fffd}')
 }
 
-/// True when every byte of `b` is ASCII. Sixteen bytes per step as two u64 words (wasm32's
-/// `usize` is 32 bits, so the standard library's word-wise check reads half as much per step).
-#[inline]
-fn is_ascii(b: &[u8]) -> bool {
-    let mut pairs = b.chunks_exact(16);
-    let mut high = 0u64;
-    for p in &mut pairs {
-        let (a, c) = p.split_at(8);
-        high |= u64::from_le_bytes(a.try_into().unwrap_or([0; 8]))
-            | u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-    }
-    for &c in pairs.remainder() {
-        high |= c as u64;
-    }
-    high & HI == 0
-}
-
-/// Index of the first '"', '\\' or control character at or after `i` (or the length).
-/// SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
+/// Index of the first '"', '\\', control character or non-ASCII byte at or after `i` (or
+/// the length). SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
 #[inline(always)]
 fn find_special(b: &[u8], mut i: usize) -> usize {
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        let q = w ^ (LO * b'"' as u64);
-        let s = w ^ (LO * b'\\' as u64);
-        let m = ((q.wrapping_sub(LO) & !q)
-            | (s.wrapping_sub(LO) & !s)
-            | (w.wrapping_sub(LO * 0x20) & !w))
-            & HI;
+        // For an ASCII byte c, each sum has its high bit set when c is not special:
+        // c + 0x60 when c >= 0x20, (c ^ '"') + 0x7f when c != '"', likewise for '\\'; none
+        // carries into the next byte. A non-ASCII byte is flagged by its own high bit, and
+        // whatever it carries only reaches higher bytes, so the lowest flagged byte is a
+        // true hit.
+        let plain = w.wrapping_add(LO * 0x60)
+            & (w ^ (LO * b'"' as u64)).wrapping_add(LO * 0x7f)
+            & (w ^ (LO * b'\\' as u64)).wrapping_add(LO * 0x7f)
+            & !w;
+        let m = !plain & HI;
         if m != 0 {
-            // The lowest flagged byte is a true hit (borrows only run upwards).
             return i + (m.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f | 0x80..) {
         i += 1;
     }
     i
@@ -1184,13 +1248,81 @@ mod tests {
         assert!(!latin1.info.ascii);
         let invalid = scan_record(b"{\"a\":\"\xff\"}", &mut repaired).unwrap();
         assert!(!invalid.info.ascii && invalid.info.replaced_invalid_utf8);
-        // One non-ASCII byte at every offset of texts around the word sizes.
+        // One non-ASCII character at every offset of strings around the word sizes, in a
+        // value and in a key, near the end of the record and far from it.
         for len in 0..40 {
-            assert!(is_ascii(&vec![b'x'; len]));
-            for at in 0..len {
-                let mut b = vec![b'x'; len];
-                b[at] = 0x80;
-                assert!(!is_ascii(&b), "len {len}, non-ASCII at {at}");
+            let plain = "x".repeat(len);
+            for rec in [
+                format!("{{\"a\":\"{plain}\"}}"),
+                format!("{{\"{plain}\":1,\"b\":\"{plain}\",\"c\":true}}"),
+            ] {
+                assert!(
+                    scan_record(rec.as_bytes(), &mut repaired)
+                        .unwrap()
+                        .info
+                        .ascii
+                );
+                for at in 0..len {
+                    for c in ["é", "€", "😀", "\u{7f}"] {
+                        let mut s = plain.clone();
+                        s.insert_str(at, c);
+                        let rec = rec.replacen(&plain, &s, 1);
+                        let info = scan_record(rec.as_bytes(), &mut repaired).unwrap().info;
+                        assert_eq!(info.ascii, c == "\u{7f}", "{rec}");
+                        assert!(!info.replaced_invalid_utf8);
+                    }
+                }
+            }
+        }
+        // Outside strings a non-ASCII byte is a syntax error, at its offset.
+        assert!(err("{\"a\":1é}".as_bytes()).contains("byte 6: expected ',' or '}'"));
+        assert!(err("{é:1}".as_bytes()).contains("byte 1: expected a member name"));
+    }
+
+    /// The scanner's UTF-8 check inside strings accepts exactly what `str::from_utf8` does:
+    /// every sequence of one to three bytes starting with a non-ASCII byte (the first three
+    /// bytes of any four-byte one too), and the four-byte ones at the edges, at every offset
+    /// of an eight-byte word, in the middle of a string and cut by its end.
+    #[test]
+    fn utf8_in_strings_is_checked_like_from_utf8() {
+        let mut repaired = Vec::new();
+        let mut check = |seq: &[u8]| {
+            for pad in [0, 3, 7, 8] {
+                for tail in [&b"ab"[..], b""] {
+                    let mut rec = b"{\"k\":\"".to_vec();
+                    rec.extend(std::iter::repeat(b'p').take(pad));
+                    rec.extend_from_slice(seq);
+                    rec.extend_from_slice(tail);
+                    rec.extend_from_slice(b"\"}");
+                    let valid = std::str::from_utf8(&rec).is_ok();
+                    let want = String::from_utf8_lossy(&rec).into_owned();
+                    let s = scan_record(&rec, &mut repaired);
+                    match s {
+                        Ok(s) => {
+                            assert_eq!(s.info.replaced_invalid_utf8, !valid, "{seq:x?}");
+                            assert_eq!(s.text, want.as_bytes(), "{seq:x?}");
+                            assert!(!s.info.ascii);
+                        }
+                        Err(e) => panic!("{seq:x?}: {e}"),
+                    }
+                }
+            }
+        };
+        for a in 0x80..=0xffu8 {
+            check(&[a]);
+            for b in 0..=0xffu8 {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    continue;
+                }
+                check(&[a, b]);
+                if a >= 0xe0 && (0x80..0xc0).contains(&b) {
+                    for c in [0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff] {
+                        check(&[a, b, c]);
+                        check(&[a, b, c, 0x80]);
+                        check(&[a, b, c, 0xbf]);
+                        check(&[a, b, c, 0xc0]);
+                    }
+                }
             }
         }
     }
