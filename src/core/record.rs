@@ -604,6 +604,87 @@ fn number(b: &[u8], start: usize) -> Scan<(usize, bool)> {
     }
 }
 
+/// A number whose digits start at `i` (a digit; `start` is where the number starts, at a
+/// '-' when there is one), like [`number`]. Returns its end and, when it is an integer (no
+/// fraction, no exponent) whose digits fit u64, their value.
+#[inline(always)]
+fn unsigned_number(b: &[u8], start: usize, i: usize) -> Scan<(usize, Option<u64>)> {
+    let (end, v) = if at(b, i) == b'0' {
+        if at(b, i + 1).is_ascii_digit() {
+            return Err(Fail::Plain(
+                start,
+                "leading zeros are not allowed in numbers",
+            ));
+        }
+        (i + 1, Some(0))
+    } else {
+        digit_run(b, i)
+    };
+    match at(b, end) {
+        b'.' | b'e' | b'E' => Ok((number_tail(b, end)?, None)),
+        _ => Ok((end, v)),
+    }
+}
+
+/// Powers of ten as u64 (10^0 ..= 10^8).
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The run of ASCII digits at `start` (a digit other than a leading zero): its end, and its
+/// value when that fits u64 (at most 20 digits). Up to sixteen digits are read eight at a
+/// time (SWAR: a 20-digit id takes two words and four single digits).
+#[inline(always)]
+fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
+    let mut i = start;
+    let mut v = 0u64;
+    while let Some(w) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap());
+        // The high bit of each byte that is not a digit: below '0' borrows, above '9' carries
+        // into bit 7, non-ASCII has it already; both only reach higher bytes, past the first
+        // non-digit.
+        let not_digit = (w.wrapping_sub(LO * b'0' as u64) | w.wrapping_add(LO * 0x46) | w) & HI;
+        let n = (not_digit.trailing_zeros() / 8) as usize;
+        if n == 0 {
+            return (i, Some(v));
+        }
+        // The n digits moved to the top bytes (zeros below them), then combined pairwise.
+        let d = (w << (64 - 8 * n)) & (LO * 0x0f);
+        let d = (d * 10 + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
+        let d = (d * 100 + (d >> 16)) & 0x0000_ffff_0000_ffff;
+        let d = (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff;
+        // Sixteen digits stay below 10^16: no overflow.
+        v = v * POW10_U64[n] + d;
+        i += n;
+        if n < 8 {
+            return (i, Some(v));
+        }
+        if i - start == 16 {
+            break;
+        }
+    }
+    // Past sixteen digits, or near the end of the record: one at a time, checked.
+    let mut fits = true;
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        let d = (c - b'0') as u64;
+        fits &= v < u64::MAX / 10 || (v == u64::MAX / 10 && d <= u64::MAX % 10);
+        v = v.wrapping_mul(10).wrapping_add(d);
+        i += 1;
+    }
+    (i, fits.then_some(v))
+}
+
 /// The fraction and exponent of a number from `i`.
 #[inline(never)]
 fn number_tail(b: &[u8], mut i: usize) -> Scan<usize> {
@@ -774,9 +855,8 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             let c = at(b, i);
             match field {
                 Field::Id(k) if c.is_ascii_digit() => {
-                    let (end, integer) = number(b, i)?;
                     // A fraction, an exponent or more than u64::MAX: kept as given, no id.
-                    let v = if integer { parse_u64(&b[i..end]) } else { None };
+                    let (end, v) = unsigned_number(b, i, i)?;
                     ids[k] = v;
                     spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
                     i = end;
@@ -785,20 +865,35 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
                     let (end, escaped) = string(b, i + 1, seen)?;
                     // Only a canonical decimal string is an id (so pre-quoted streams
                     // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
-                    let digits = &b[i + 1..end];
-                    ids[k] = if escaped || (digits.len() > 1 && digits[0] == b'0') {
-                        None
-                    } else if digits.iter().all(u8::is_ascii_digit) {
-                        parse_u64(digits)
-                    } else {
-                        None
+                    ids[k] = match at(b, i + 1) {
+                        b'0' if end == i + 2 => Some(0),
+                        b'1'..=b'9' if !escaped => match digit_run(b, i + 1) {
+                            (run_end, v) if run_end == end => v,
+                            _ => None,
+                        },
+                        _ => None,
                     };
                     spans[k] = None;
                     i = end + 1;
                 }
                 Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
-                    let (end, integer) = number(b, i)?;
-                    let v = Some(number_to_f64(&b[i..end], integer));
+                    let digits = i + (c == b'-') as usize;
+                    if !at(b, digits).is_ascii_digit() {
+                        return Err(Fail::Expected(
+                            digits,
+                            "a digit after '-' (Infinity and NaN are not JSON)",
+                        ));
+                    }
+                    let (end, int) = unsigned_number(b, i, digits)?;
+                    let v = Some(match int {
+                        // Up to 15 digits: exact as f64 (what number_to_f64 does for them).
+                        Some(v) if end - digits <= 15 => match c {
+                            b'-' => -(v as f64),
+                            _ => v as f64,
+                        },
+                        // Longer integers, fractions and exponents.
+                        _ => number_to_f64(&b[i..end], false),
+                    });
                     if field == Field::TimeGmt {
                         info.time_gmt = v;
                     } else {
@@ -962,21 +1057,6 @@ fn find_special(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-/// Parses ASCII digits as u64; None when empty or above u64::MAX. Nineteen digits cannot
-/// overflow, so only a twentieth is checked.
-#[inline]
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    let (head, last) = digits.split_at(digits.len().min(19));
-    let v = head.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64);
-    match last.first() {
-        None => Some(v),
-        Some(&d) => v.checked_mul(10)?.checked_add((d - b'0') as u64),
-    }
 }
 
 /// Exact powers of ten representable as f64 (10^0 ..= 10^22).
@@ -1219,6 +1299,130 @@ mod tests {
         let (_, info) = rw(r#"{"hitIdHigh":1,"hitIdLow":2,"hitIdHigh":null}"#).unwrap();
         assert_eq!(info.hit_key, None);
         assert_eq!(info.bare_id_spans().len(), 1);
+    }
+
+    /// Bare and quoted ids of 1 to 22 digits at every offset of an eight-byte word, followed
+    /// by more members or right at the end of the record (where the digits are read one at
+    /// a time), around u64::MAX: the value is read exactly when it fits, and a fraction or
+    /// an exponent right after the digits makes it no id.
+    #[test]
+    fn ids_of_every_length_and_position() {
+        let mut digits: Vec<String> = (1..=22)
+            .flat_map(|n| ["9".repeat(n), "1234567890".repeat(3)[..n].to_string()])
+            .collect();
+        digits.extend(
+            [
+                "10000000000000000000",
+                "18446744073709551609",
+                "18446744073709551614",
+                "18446744073709551615",
+                "18446744073709551616",
+                "18446744073709551619",
+                "18446744073709551620",
+                "18446744073709552000",
+                "19000000000000000000",
+            ]
+            .map(String::from),
+        );
+        for d in &digits {
+            let want: Option<u64> = d.parse().ok();
+            for pad in 0..9 {
+                let key = "k".repeat(pad + 1);
+                let mut repaired = Vec::new();
+                for (rec, bare, first) in [
+                    (
+                        format!(r#"{{"{key}":1,"hitIdHigh":{d},"hitIdLow":7}}"#),
+                        true,
+                        true,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d}}}"#),
+                        true,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d} }}"#),
+                        true,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":"{d}"}}"#),
+                        false,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdHigh":"{d}","hitIdLow":7}}"#),
+                        false,
+                        true,
+                    ),
+                ] {
+                    let s = scan_record(rec.as_bytes(), &mut repaired).unwrap();
+                    assert_eq!(s.info.hit_key.map(|k| k.high), want, "{rec}");
+                    let quoted: Vec<&[u8]> = s
+                        .info
+                        .bare_id_spans()
+                        .iter()
+                        .map(|&(a, b)| &s.text[a as usize..b as usize])
+                        .collect();
+                    let want_quoted: Vec<&[u8]> = match (bare && want.is_some(), first) {
+                        (false, _) => vec![b"7"],
+                        (true, true) => vec![d.as_bytes(), b"7"],
+                        (true, false) => vec![b"7", d.as_bytes()],
+                    };
+                    assert_eq!(quoted, want_quoted, "{rec}");
+                }
+                for tail in [".5", "e1", "E+2", ".0e-1"] {
+                    let rec = format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d}{tail}}}"#);
+                    let s = scan_record(rec.as_bytes(), &mut repaired).unwrap();
+                    assert_eq!((s.info.hit_key, s.info.bare_id_count), (None, 1), "{rec}");
+                }
+                for bad in ["0", ".", "e", "-", "a"] {
+                    let rec = format!(r#"{{"{key}":1,"hitIdHigh":0{d}{bad},"hitIdLow":7}}"#);
+                    let at = 19 + pad;
+                    let want = format!("byte {at}: leading zeros are not allowed");
+                    assert!(err(rec.as_bytes()).contains(&want), "{rec}");
+                }
+            }
+        }
+    }
+
+    /// Time fields of 1 to 22 digits, signed or not, at every offset of a word and at the
+    /// end of the record: exact up to 15 digits, close beyond.
+    #[test]
+    fn times_of_every_length_and_position() {
+        for n in 1..=22 {
+            for sign in ["", "-"] {
+                let t = format!("{sign}{}", &"9876543210".repeat(3)[..n]);
+                let want: f64 = t.parse().unwrap();
+                for pad in 0..9 {
+                    let key = "k".repeat(pad + 1);
+                    for rec in [
+                        format!(r#"{{"{key}":1,"timeGMT":{t},"x":2}}"#),
+                        format!(r#"{{"{key}":1,"timeGMT":{t}}}"#),
+                    ] {
+                        let got = scan_record(rec.as_bytes(), &mut Vec::new())
+                            .unwrap()
+                            .info
+                            .time_gmt
+                            .unwrap();
+                        if n <= 15 {
+                            assert_eq!(got.to_bits(), want.to_bits(), "{rec}");
+                        } else {
+                            assert!(((got - want) / want).abs() < 1e-14, "{rec}: {got}");
+                        }
+                    }
+                }
+            }
+        }
+        let t = |rec: &str| scan_record(rec.as_bytes(), &mut Vec::new()).map(|s| s.info.time_gmt);
+        assert_eq!(
+            t(r#"{"timeGMT":-0}"#).unwrap().map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
+        assert!(err(br#"{"timeGMT":-01}"#).contains("byte 11: leading zeros"));
+        assert!(err(br#"{"timeGMT":-x}"#).contains("byte 12: expected a digit after '-'"));
+        assert!(err(br#"{"timeGMT":-}"#).contains("byte 12: expected a digit after '-'"));
+        assert!(err(br#"{"timeGMT":1."#).contains("byte 13: expected a digit after the decimal"));
     }
 
     #[test]
