@@ -734,11 +734,23 @@ fn member_name(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
         return Err(Fail::Expected(i, "a member name (a string)"));
     }
     let (end, _) = string(b, i + 1, seen)?;
-    let i = skip_ws(b, end + 1);
-    if at(b, i) != b':' {
-        return Err(Fail::Expected(i, "':' after a member name"));
+    value_after_name(b, end + 1)
+}
+
+/// From just after a member name's closing quote: the index of the value after the ':'.
+/// Compact JSON (`"name":value`) takes one two-byte test; whitespace takes the long way.
+#[inline(always)]
+fn value_after_name(b: &[u8], i: usize) -> Scan<usize> {
+    match b.get(i..i + 2) {
+        Some(&[b':', c]) if c > b' ' => Ok(i + 1),
+        _ => {
+            let i = skip_ws(b, i);
+            if at(b, i) != b':' {
+                return Err(Fail::Expected(i, "':' after a member name"));
+            }
+            Ok(skip_ws(b, i + 1))
+        }
     }
-    Ok(skip_ws(b, i + 1))
 }
 
 /// Validates the object or array at `i`, which sits inside `base` levels; returns the
@@ -775,8 +787,25 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
         }
         // A value just ended inside the container at `depth`.
         while depth > 0 {
-            i = skip_ws(b, i);
             let is_arr = (stack >> (depth - 1)) & 1 == 1;
+            // The next member or element right after a ',' (compact JSON), else the long way.
+            let c = match b.get(i..i + 2) {
+                Some(&[b',', c]) if c > b' ' => c,
+                _ => 0,
+            };
+            if c == b'"' || (is_arr && c != 0) {
+                i += 1;
+                if !is_arr {
+                    i = member_name(b, i, seen)?;
+                }
+                let j = scalar_or_open(b, i, seen)?;
+                if j == i {
+                    continue 'open;
+                }
+                i = j;
+                continue;
+            }
+            i = skip_ws(b, i);
             match at(b, i) {
                 b',' => {
                     i = skip_ws(b, i + 1);
@@ -842,11 +871,7 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             }
             let (key_end, escaped) = string(b, i + 1, seen)?;
             let key = &b[i + 1..key_end];
-            i = skip_ws(b, key_end + 1);
-            if at(b, i) != b':' {
-                return Err(Fail::Expected(i, "':' after a member name"));
-            }
-            i = skip_ws(b, i + 1);
+            i = value_after_name(b, key_end + 1)?;
             let field = if escaped {
                 classify_escaped(key)
             } else {
@@ -916,6 +941,11 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
                         Field::ReceivedTimeGmt => info.received_time_gmt = None,
                     }
                 }
+            }
+            // The next member: `,"` right after the value in compact JSON.
+            if b.get(i..i + 2) == Some(b",\"") {
+                i += 1;
+                continue;
             }
             i = skip_ws(b, i);
             match at(b, i) {
