@@ -1455,6 +1455,51 @@ mod tests {
         assert!(err(br#"{"timeGMT":1."#).contains("byte 13: expected a digit after the decimal"));
     }
 
+    /// Every token boundary of a compact record (where the scanner tests two bytes at once):
+    /// whitespace there changes nothing but the text, and a stray byte there is an error at
+    /// exactly its offset, with the message of the token expected there.
+    #[test]
+    fn whitespace_and_junk_at_every_token_boundary() {
+        let rec = r#"{"hitIdHigh":12,"a":{"b":[1,"x",{"c":true},[]],"d":{}},"hitIdLow":"34","timeGMT":5,"e":[null,-1.5e3,{"f":"g"}],"visIdHigh":7,"visIdLow":8}"#;
+        let base = scan_record(rec.as_bytes(), &mut Vec::new()).unwrap().info;
+        assert_eq!(base.hit_key, Some(HitKey { high: 12, low: 34 }));
+        let mut in_string = false;
+        let mut boundaries = vec![];
+        for (p, c) in rec.bytes().enumerate() {
+            if c == b'"' {
+                in_string = !in_string;
+            }
+            if !in_string
+                && p > 0
+                && (b"{[:,".contains(&rec.as_bytes()[p - 1]) || b"}]:,".contains(&c))
+            {
+                boundaries.push(p);
+            }
+        }
+        assert!(boundaries.len() > 40);
+        for &p in &boundaries {
+            for ws in [" ", "\t", "\r\n "] {
+                let spaced = format!("{}{ws}{}", &rec[..p], &rec[p..]);
+                let mut repaired = Vec::new();
+                let s = scan_record(spaced.as_bytes(), &mut repaired).unwrap();
+                assert_eq!(s.text, spaced.as_bytes());
+                let shift = |(a, b): (u32, u32)| {
+                    let n = if a as usize >= p { ws.len() as u32 } else { 0 };
+                    (a + n, b + n)
+                };
+                let mut want = base;
+                want.bare_ids = base.bare_ids.map(shift);
+                want.bare_ids[base.bare_id_count as usize..].fill((0, 0));
+                assert_eq!(s.info, want, "{spaced}");
+            }
+            let junk = format!("{}x{}", &rec[..p], &rec[p..]);
+            let e = scan_record(junk.as_bytes(), &mut Vec::new()).unwrap_err();
+            assert_eq!(e.offset(), Some(p), "{junk}: {e}");
+            assert!(e.detail().starts_with("expected "), "{junk}: {e}");
+            assert!(e.detail().ends_with("found 'x'"), "{junk}: {e}");
+        }
+    }
+
     #[test]
     fn times() {
         let (_, i) = rw(r#"{"timeGMT":-5,"receivedTimeGMT":1.5e3}"#).unwrap();
