@@ -274,10 +274,7 @@ pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
         let (name_end, _) = string(text, i + 1, seen).ok()?;
         let name = decode_string(&text[i + 1..name_end]);
         let v = member_name(text, i, seen).ok()?;
-        let after = match scalar_or_open(text, v, seen).ok()? {
-            j if j == v => container(text, v, 1, seen).ok()?,
-            j => j,
-        };
+        let after = any_value(text, v, seen).ok()?;
         if name.as_deref() == Some(key) {
             found = match at(text, v) {
                 b'"' => decode_string(&text[v + 1..after - 1]),
@@ -640,39 +637,30 @@ const POW10_U64: [u64; 9] = [
 ];
 
 /// The run of ASCII digits at `start` (a digit other than a leading zero): its end, and its
-/// value when that fits u64 (at most 20 digits). Up to sixteen digits are read eight at a
-/// time (SWAR: a 20-digit id takes two words and four single digits).
+/// value when that fits u64 (at most 20 digits). Read eight digits at a time (SWAR): two
+/// whole words stay below 10^16, and a third ends any id (19 or 20 digits) with one
+/// overflow test, so the length of an id costs no branch of its own.
 #[inline(always)]
 fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
     let mut i = start;
     let mut v = 0u64;
-    while let Some(w) = b.get(i..i + 8) {
-        let w = u64::from_le_bytes(w.try_into().unwrap());
-        // The high bit of each byte that is not a digit: below '0' borrows, above '9' carries
-        // into bit 7, non-ASCII has it already; both only reach higher bytes, past the first
-        // non-digit.
-        let not_digit = (w.wrapping_sub(LO * b'0' as u64) | w.wrapping_add(LO * 0x46) | w) & HI;
-        let n = (not_digit.trailing_zeros() / 8) as usize;
-        if n == 0 {
-            return (i, Some(v));
+    let mut fits = true;
+    for word in 0..3 {
+        let Some(w) = b.get(i..i + 8) else { break };
+        let (n, d) = leading_digits(u64::from_le_bytes(w.try_into().unwrap()));
+        if word == 2 {
+            // Sixteen digits so far: v * 10^n + d fits u64 for n <= 3, and for n == 4 when
+            // it is at most u64::MAX = 1844674407370955_1615.
+            const HEAD: u64 = u64::MAX / 10_000;
+            fits = n <= 3 || (n == 4 && (v < HEAD || (v == HEAD && d <= u64::MAX % 10_000)));
         }
-        // The n digits moved to the top bytes (zeros below them), then combined pairwise.
-        let d = (w << (64 - 8 * n)) & (LO * 0x0f);
-        let d = (d * 10 + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
-        let d = (d * 100 + (d >> 16)) & 0x0000_ffff_0000_ffff;
-        let d = (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff;
-        // Sixteen digits stay below 10^16: no overflow.
-        v = v * POW10_U64[n] + d;
+        v = v.wrapping_mul(POW10_U64[n]).wrapping_add(d);
         i += n;
         if n < 8 {
-            return (i, Some(v));
-        }
-        if i - start == 16 {
-            break;
+            return (i, fits.then_some(v));
         }
     }
-    // Past sixteen digits, or near the end of the record: one at a time, checked.
-    let mut fits = true;
+    // Near the end of the record, or past 24 digits: one at a time, checked.
     while let Some(&c) = b.get(i) {
         if !c.is_ascii_digit() {
             break;
@@ -683,6 +671,23 @@ fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
         i += 1;
     }
     (i, fits.then_some(v))
+}
+
+/// How many ASCII digits the word `w` (eight bytes of the record, little endian) starts
+/// with, and their value.
+#[inline(always)]
+fn leading_digits(w: u64) -> (usize, u64) {
+    // The high bit of each byte that is not a digit: below '0' borrows, above '9' carries
+    // into bit 7, non-ASCII has it already; both only reach higher bytes, past the first
+    // non-digit.
+    let not_digit = (w.wrapping_sub(LO * b'0' as u64) | w.wrapping_add(LO * 0x46) | w) & HI;
+    let n = (not_digit.trailing_zeros() / 8) as usize;
+    // The n digits moved to the top bytes (zeros below them), then combined pairwise.
+    let top = if n == 0 { 0 } else { w << (64 - 8 * n) };
+    let d = top & (LO * 0x0f);
+    let d = (d * 10 + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let d = (d * 100 + (d >> 16)) & 0x0000_ffff_0000_ffff;
+    (n, (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff)
 }
 
 /// The fraction and exponent of a number from `i`.
@@ -723,6 +728,18 @@ fn scalar_or_open(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
         b'f' => Err(Fail::Plain(i, "invalid literal (expected 'false')")),
         b'n' => Err(Fail::Plain(i, "invalid literal (expected 'null')")),
         _ => Err(Fail::Expected(i, "a value")),
+    }
+}
+
+/// Validates any value at `i`, which sits in the record's object, and returns the index
+/// after it (out of line: for the rare paths).
+#[inline(never)]
+fn any_value(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
+    let j = scalar_or_open(b, i, seen)?;
+    if j == i {
+        container(b, i, 1, seen)
+    } else {
+        Ok(j)
     }
 }
 
@@ -842,6 +859,97 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
     }
 }
 
+/// The wanted top-level fields read so far (for a repeated key, the last occurrence).
+#[derive(Default)]
+struct Fields {
+    /// Per id field, the value of its last occurrence when usable.
+    ids: [Option<u64>; 6],
+    /// Per id field, the span (relative to the object's start) of its last occurrence when
+    /// that is a usable bare number.
+    spans: [Option<(u32, u32)>; 6],
+    time_gmt: Option<f64>,
+    received_time_gmt: Option<f64>,
+}
+
+impl Fields {
+    /// Validates the value at `i` of a member whose key is the wanted `field` (not
+    /// [`Field::Other`]), reads it, and returns the index after it. `start` is where the
+    /// object starts. Out of line: a few members per record, and the member loop stays small.
+    #[inline(never)]
+    fn read(
+        &mut self,
+        b: &[u8],
+        start: usize,
+        i: usize,
+        field: Field,
+        seen: &mut Seen,
+    ) -> Scan<usize> {
+        let c = at(b, i);
+        match field {
+            Field::Id(k) if c.is_ascii_digit() => {
+                // A fraction, an exponent or more than u64::MAX: kept as given, no id.
+                let (end, v) = unsigned_number(b, i, i)?;
+                self.ids[k] = v;
+                self.spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
+                Ok(end)
+            }
+            Field::Id(k) if c == b'"' => {
+                let (end, escaped) = string(b, i + 1, seen)?;
+                // Only a canonical decimal string is an id (so pre-quoted streams
+                // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
+                self.ids[k] = match at(b, i + 1) {
+                    b'0' if end == i + 2 => Some(0),
+                    b'1'..=b'9' if !escaped => match digit_run(b, i + 1) {
+                        (run_end, v) if run_end == end => v,
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                self.spans[k] = None;
+                Ok(end + 1)
+            }
+            Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
+                let digits = i + (c == b'-') as usize;
+                if !at(b, digits).is_ascii_digit() {
+                    return Err(Fail::Expected(
+                        digits,
+                        "a digit after '-' (Infinity and NaN are not JSON)",
+                    ));
+                }
+                let (end, int) = unsigned_number(b, i, digits)?;
+                let v = Some(match int {
+                    // Up to 15 digits: exact as f64 (what number_to_f64 does for them).
+                    Some(v) if end - digits <= 15 => match c {
+                        b'-' => -(v as f64),
+                        _ => v as f64,
+                    },
+                    // Longer integers, fractions and exponents.
+                    _ => number_to_f64(&b[i..end], false),
+                });
+                if field == Field::TimeGmt {
+                    self.time_gmt = v;
+                } else {
+                    self.received_time_gmt = v;
+                }
+                Ok(end)
+            }
+            _ => {
+                // null (absent), negative, bool, object, array: validated, and no id or time.
+                let end = any_value(b, i, seen)?;
+                match field {
+                    Field::Id(k) => {
+                        self.ids[k] = None;
+                        self.spans[k] = None;
+                    }
+                    Field::TimeGmt => self.time_gmt = None,
+                    _ => self.received_time_gmt = None,
+                }
+                Ok(end)
+            }
+        }
+    }
+}
+
 /// The record's own object: like [`container`] for one level, plus reading the top-level
 /// fields that matter. Returns the object's start and end (whitespace trimmed) and the info.
 fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize, RecordInfo)> {
@@ -853,14 +961,7 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             Fail::NotObject(start)
         });
     }
-    // Per id field, the value of its last occurrence when usable, and the span (relative to
-    // `start`) of that last occurrence when it is a bare number.
-    let mut ids: [Option<u64>; 6] = [None; 6];
-    let mut spans: [Option<(u32, u32)>; 6] = [None; 6];
-    let mut info = RecordInfo {
-        replaced_invalid_utf8: replaced,
-        ..RecordInfo::default()
-    };
+    let mut fields = Fields::default();
     let mut i = skip_ws(b, start + 1);
     if at(b, i) == b'}' {
         i += 1;
@@ -869,79 +970,25 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             if at(b, i) != b'"' {
                 return Err(Fail::Expected(i, "a member name (a string)"));
             }
-            let (key_end, escaped) = string(b, i + 1, seen)?;
-            let key = &b[i + 1..key_end];
+            let key_start = i + 1;
+            let (key_end, escaped) = string(b, key_start, seen)?;
             i = value_after_name(b, key_end + 1)?;
             let field = if escaped {
-                classify_escaped(key)
+                classify_escaped(&b[key_start..key_end])
             } else {
-                classify(key)
+                classify(&b[key_start..key_end])
             };
-            let c = at(b, i);
-            match field {
-                Field::Id(k) if c.is_ascii_digit() => {
-                    // A fraction, an exponent or more than u64::MAX: kept as given, no id.
-                    let (end, v) = unsigned_number(b, i, i)?;
-                    ids[k] = v;
-                    spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
-                    i = end;
+            i = if field == Field::Other {
+                // Most members: the generic validator, inlined here.
+                let j = scalar_or_open(b, i, seen)?;
+                if j == i {
+                    container(b, i, 1, seen)?
+                } else {
+                    j
                 }
-                Field::Id(k) if c == b'"' => {
-                    let (end, escaped) = string(b, i + 1, seen)?;
-                    // Only a canonical decimal string is an id (so pre-quoted streams
-                    // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
-                    ids[k] = match at(b, i + 1) {
-                        b'0' if end == i + 2 => Some(0),
-                        b'1'..=b'9' if !escaped => match digit_run(b, i + 1) {
-                            (run_end, v) if run_end == end => v,
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    spans[k] = None;
-                    i = end + 1;
-                }
-                Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
-                    let digits = i + (c == b'-') as usize;
-                    if !at(b, digits).is_ascii_digit() {
-                        return Err(Fail::Expected(
-                            digits,
-                            "a digit after '-' (Infinity and NaN are not JSON)",
-                        ));
-                    }
-                    let (end, int) = unsigned_number(b, i, digits)?;
-                    let v = Some(match int {
-                        // Up to 15 digits: exact as f64 (what number_to_f64 does for them).
-                        Some(v) if end - digits <= 15 => match c {
-                            b'-' => -(v as f64),
-                            _ => v as f64,
-                        },
-                        // Longer integers, fractions and exponents.
-                        _ => number_to_f64(&b[i..end], false),
-                    });
-                    if field == Field::TimeGmt {
-                        info.time_gmt = v;
-                    } else {
-                        info.received_time_gmt = v;
-                    }
-                    i = end;
-                }
-                _ => {
-                    // Any other value: one call site for the generic validator.
-                    let j = scalar_or_open(b, i, seen)?;
-                    i = if j == i { container(b, i, 1, seen)? } else { j };
-                    match field {
-                        Field::Other => {}
-                        // null (absent), negative, bool, object, array: no id.
-                        Field::Id(k) => {
-                            ids[k] = None;
-                            spans[k] = None;
-                        }
-                        Field::TimeGmt => info.time_gmt = None,
-                        Field::ReceivedTimeGmt => info.received_time_gmt = None,
-                    }
-                }
-            }
+            } else {
+                fields.read(b, start, i, field, seen)?
+            };
             // The next member: `,"` right after the value in compact JSON.
             if b.get(i..i + 2) == Some(b",\"") {
                 i += 1;
@@ -966,6 +1013,18 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             "unexpected text after the end of the JSON object (one record must be one object)",
         ));
     }
+    let Fields {
+        ids,
+        spans,
+        time_gmt,
+        received_time_gmt,
+    } = fields;
+    let mut info = RecordInfo {
+        replaced_invalid_utf8: replaced,
+        time_gmt,
+        received_time_gmt,
+        ..RecordInfo::default()
+    };
     if let (Some(high), Some(low)) = (ids[0], ids[1]) {
         info.hit_key = Some(HitKey { high, low });
     }
@@ -1062,22 +1121,26 @@ fn found_char(b: &[u8], i: usize) -> char {
         .unwrap_or('\u{fffd}')
 }
 
+/// The high bit of each byte of `w` that is '"', '\\', a control character or non-ASCII.
+#[inline(always)]
+fn special_bytes(w: u64) -> u64 {
+    // For an ASCII byte c, each sum has its high bit set when c is not special: c + 0x60
+    // when c >= 0x20, (c ^ '"') + 0x7f when c != '"', likewise for '\\'; none carries into
+    // the next byte. A non-ASCII byte is flagged by its own high bit, and whatever it
+    // carries only reaches higher bytes, so the lowest flagged byte is a true hit.
+    let plain = w.wrapping_add(LO * 0x60)
+        & (w ^ (LO * b'"' as u64)).wrapping_add(LO * 0x7f)
+        & (w ^ (LO * b'\\' as u64)).wrapping_add(LO * 0x7f)
+        & !w;
+    !plain & HI
+}
+
 /// Index of the first '"', '\\', control character or non-ASCII byte at or after `i` (or
 /// the length). SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
 #[inline(always)]
 fn find_special(b: &[u8], mut i: usize) -> usize {
     while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        // For an ASCII byte c, each sum has its high bit set when c is not special:
-        // c + 0x60 when c >= 0x20, (c ^ '"') + 0x7f when c != '"', likewise for '\\'; none
-        // carries into the next byte. A non-ASCII byte is flagged by its own high bit, and
-        // whatever it carries only reaches higher bytes, so the lowest flagged byte is a
-        // true hit.
-        let plain = w.wrapping_add(LO * 0x60)
-            & (w ^ (LO * b'"' as u64)).wrapping_add(LO * 0x7f)
-            & (w ^ (LO * b'\\' as u64)).wrapping_add(LO * 0x7f)
-            & !w;
-        let m = !plain & HI;
+        let m = special_bytes(u64::from_le_bytes(b[i..i + 8].try_into().unwrap()));
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
         }
