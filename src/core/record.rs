@@ -348,33 +348,93 @@ enum Field {
     ReceivedTimeGmt,
 }
 
-/// Which field a top-level key names. Most keys are ruled out by their length and first
-/// byte before any comparison.
+/// Which field the top-level key `b[start..end]` names (`b[end]` is its closing quote and
+/// `b[start - 1]` its opening one). Most keys are ruled out by their length and first byte;
+/// the others are compared as two words, the first eight bytes from `start` and the eight
+/// bytes that end at `end`, with the one name their hash picks.
 #[inline(always)]
-fn classify(key: &[u8]) -> Field {
-    let (Some(&first), len) = (key.first(), key.len()) else {
+fn classify(b: &[u8], start: usize, end: usize) -> Field {
+    let len = end - start;
+    if !(7..=15).contains(&len) || !matches!(at(b, start), b'h' | b'v' | b'm' | b't' | b'r') {
+        return Field::Other;
+    }
+    // Within `b`: `start >= 1`, and the quote at `end` follows a key of at least 7 bytes.
+    let (Some(head), Some(tail)) = (b.get(start..start + 8), b.get(end - 8..end)) else {
         return Field::Other;
     };
-    if !(7..=15).contains(&len) || !matches!(first, b'h' | b'v' | b'm' | b't' | b'r') {
-        return Field::Other;
-    }
-    match key {
-        b"hitIdHigh" => Field::Id(0),
-        b"hitIdLow" => Field::Id(1),
-        b"visIdHigh" => Field::Id(2),
-        b"visIdLow" => Field::Id(3),
-        b"mcVisIdHigh" => Field::Id(4),
-        b"mcVisIdLow" => Field::Id(5),
-        b"timeGMT" => Field::TimeGmt,
-        b"receivedTimeGMT" => Field::ReceivedTimeGmt,
-        _ => Field::Other,
+    let head = u64::from_le_bytes(head.try_into().unwrap());
+    let tail = u64::from_le_bytes(tail.try_into().unwrap());
+    let name = &NAMES[(head.wrapping_mul(NAME_HASH) >> 61) as usize];
+    if head == name.head && tail == name.tail && len == name.len {
+        name.field
+    } else {
+        Field::Other
     }
 }
+
+/// A wanted top-level name as [`classify`] compares it.
+#[derive(Clone, Copy)]
+struct Name {
+    head: u64,
+    tail: u64,
+    len: usize,
+    field: Field,
+}
+
+/// Picks each wanted name's slot in [`NAMES`] from its head word (a multiplicative hash
+/// that gives the eight names eight different slots; checked when `NAMES` is built).
+const NAME_HASH: u64 = 0x03b2_7030_e7f5_24f3;
+
+/// The eight wanted names, each in the slot its head word hashes to.
+const NAMES: [Name; 8] = {
+    const fn word(b: &[u8], at: usize) -> u64 {
+        let mut w = 0u64;
+        let mut k = 0;
+        while k < 8 {
+            w |= (b[at + k] as u64) << (8 * k);
+            k += 1;
+        }
+        w
+    }
+    let quoted: [(&[u8], Field); 8] = [
+        (b"\"hitIdHigh\"", Field::Id(0)),
+        (b"\"hitIdLow\"", Field::Id(1)),
+        (b"\"visIdHigh\"", Field::Id(2)),
+        (b"\"visIdLow\"", Field::Id(3)),
+        (b"\"mcVisIdHigh\"", Field::Id(4)),
+        (b"\"mcVisIdLow\"", Field::Id(5)),
+        (b"\"timeGMT\"", Field::TimeGmt),
+        (b"\"receivedTimeGMT\"", Field::ReceivedTimeGmt),
+    ];
+    let mut names = [Name {
+        head: 0,
+        tail: 0,
+        len: 0,
+        field: Field::Other,
+    }; 8];
+    let mut k = 0;
+    while k < quoted.len() {
+        let (q, field) = quoted[k];
+        let len = q.len() - 2;
+        let head = word(q, 1);
+        let slot = (head.wrapping_mul(NAME_HASH) >> 61) as usize;
+        assert!(names[slot].len == 0, "NAME_HASH: two names share a slot");
+        names[slot] = Name {
+            head,
+            tail: word(q, len + 1 - 8),
+            len,
+            field,
+        };
+        k += 1;
+    }
+    names
+};
 
 /// Classifies a key written with escapes (`"hitId\u0048igh"` is `hitIdHigh` to JSON.parse).
 /// Only short all-ASCII names can match; anything else is [`Field::Other`].
 fn classify_escaped(raw: &[u8]) -> Field {
-    let mut buf = [0u8; 16];
+    // The decoded name between quotes, as classify reads it.
+    let mut buf = [b'"'; 18];
     let mut n = 0;
     let mut i = 0;
     while i < raw.len() {
@@ -398,13 +458,13 @@ fn classify_escaped(raw: &[u8]) -> Field {
             i += 1;
             raw[i - 1]
         };
-        if n == buf.len() {
+        if n == 16 {
             return Field::Other;
         }
-        buf[n] = c;
+        buf[1 + n] = c;
         n += 1;
     }
-    classify(&buf[..n])
+    classify(&buf[..n + 2], 1, n + 1)
 }
 
 /// Value of four hex digits, or None.
@@ -976,7 +1036,7 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
             let field = if escaped {
                 classify_escaped(&b[key_start..key_end])
             } else {
-                classify(&b[key_start..key_end])
+                classify(b, key_start, key_end)
             };
             i = if field == Field::Other {
                 // Most members: the generic validator, inlined here.
@@ -1560,6 +1620,60 @@ mod tests {
             assert_eq!(e.offset(), Some(p), "{junk}: {e}");
             assert!(e.detail().starts_with("expected "), "{junk}: {e}");
             assert!(e.detail().ends_with("found 'x'"), "{junk}: {e}");
+        }
+    }
+
+    /// The wanted names and nothing else: each one, and each one with any byte changed,
+    /// dropped or added, as a key in a record (in plain text and escaped).
+    #[test]
+    fn names_classified_exactly() {
+        let wanted = [
+            ("hitIdHigh", Field::Id(0)),
+            ("hitIdLow", Field::Id(1)),
+            ("visIdHigh", Field::Id(2)),
+            ("visIdLow", Field::Id(3)),
+            ("mcVisIdHigh", Field::Id(4)),
+            ("mcVisIdLow", Field::Id(5)),
+            ("timeGMT", Field::TimeGmt),
+            ("receivedTimeGMT", Field::ReceivedTimeGmt),
+        ];
+        let field = |name: &[u8]| {
+            let mut rec = b"{\"".to_vec();
+            rec.extend_from_slice(name);
+            rec.extend_from_slice(b"\":1}");
+            let plain = classify(&rec, 2, 2 + name.len());
+            let escaped: String = name.iter().map(|&c| format!("\\u{c:04x}")).collect();
+            assert!(plain == classify_escaped(escaped.as_bytes()), "{name:?}");
+            plain
+        };
+        for (name, want) in wanted {
+            assert!(field(name.as_bytes()) == want, "{name}");
+            let n = name.as_bytes();
+            for k in 0..=n.len() {
+                for c in [b'a', b'h', b'"', b'T', 0] {
+                    let mut changed = n.to_vec();
+                    if k < n.len() {
+                        changed[k] = if changed[k] == c { c ^ 1 } else { c };
+                        assert!(field(&changed) == Field::Other, "{changed:?}");
+                        let mut dropped = n.to_vec();
+                        dropped.remove(k);
+                        assert!(field(&dropped) == Field::Other, "{dropped:?}");
+                    }
+                    let mut added = n.to_vec();
+                    added.insert(k, c);
+                    assert!(field(&added) == Field::Other, "{added:?}");
+                }
+            }
+        }
+        // Keys that pass the length and first-byte test.
+        for other in [
+            "hitSource",
+            "visIdType",
+            "visitNumber",
+            "referrer",
+            "truncated",
+        ] {
+            assert!(field(other.as_bytes()) == Field::Other, "{other}");
         }
     }
 
