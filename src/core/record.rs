@@ -255,8 +255,8 @@ pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) 
 pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
     // Its text need not be UTF-8: strings with invalid UTF-8 are skipped, not errors.
     let seen = &mut Seen {
-        non_ascii: false,
         lenient: true,
+        ..Seen::default()
     };
     let mut i = skip_ws(text, 0);
     if at(text, i) != b'{' {
@@ -508,13 +508,27 @@ enum Fail {
 }
 
 /// What the string scanner notes on the way, besides where each string ends.
-#[derive(Default)]
 struct Seen {
     /// A non-ASCII byte was met (in a string: elsewhere it is a syntax error anyway).
     non_ascii: bool,
     /// Skip non-ASCII bytes without checking their UTF-8 ([`top_level_string`], whose text
     /// need not be UTF-8); otherwise invalid UTF-8 stops the scan with [`Fail::Utf8`].
     lenient: bool,
+    /// Whether the last string [`string_slow`] finished had escapes.
+    escaped: bool,
+    /// Why the last string [`string_slow`] gave up on was invalid.
+    fail: Fail,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            non_ascii: false,
+            lenient: false,
+            escaped: false,
+            fail: Fail::Empty,
+        }
+    }
 }
 
 type Scan<T> = Result<T, Fail>;
@@ -554,16 +568,36 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn string(b: &[u8], start: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
     let i = find_special(b, start);
     if at(b, i) == b'"' {
-        Ok((i, false))
-    } else {
-        string_slow(b, start, i, seen)
+        return Ok((i, false));
+    }
+    // The slow path's answer comes back as one index, the rest through `seen`, so the
+    // fast path's result never has to go through memory.
+    match string_slow(b, start, i, seen) {
+        usize::MAX => Err(seen.fail),
+        end => Ok((end, seen.escaped)),
     }
 }
 
 /// The rest of a string from `i`: a backslash, a non-ASCII byte, a control character or
-/// the end.
+/// the end. Returns the index of the closing quote and sets [`Seen::escaped`], or returns
+/// `usize::MAX` with the problem in [`Seen::fail`].
 #[inline(never)]
-fn string_slow(b: &[u8], start: usize, mut i: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
+fn string_slow(b: &[u8], start: usize, i: usize, seen: &mut Seen) -> usize {
+    match string_rest(b, start, i, seen) {
+        Ok((end, escaped)) => {
+            seen.escaped = escaped;
+            end
+        }
+        Err(fail) => {
+            seen.fail = fail;
+            usize::MAX
+        }
+    }
+}
+
+/// [`string_slow`] with a plain result.
+#[inline(always)]
+fn string_rest(b: &[u8], start: usize, mut i: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
     let mut escaped = false;
     loop {
         match at(b, i) {
@@ -832,9 +866,11 @@ fn value_after_name(b: &[u8], i: usize) -> Scan<usize> {
 
 /// Validates the object or array at `i`, which sits inside `base` levels; returns the
 /// index after it. Iterative, with the open containers kept as a bit stack (1 = array),
-/// so deep input cannot overflow the call stack.
+/// so deep input cannot overflow the call stack. The stack is two u64 words, not a u128:
+/// a u128 shift is a call to a compiler helper in wasm.
 fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize> {
-    let mut stack: u128 = 0;
+    // Bit d (of word d / 64): the container at depth d + 1 is an array; depth < MAX_DEPTH.
+    let mut stack = [0u64; 2];
     let mut depth: usize = 0;
     'open: loop {
         // `b[i]` is '{' or '['.
@@ -843,9 +879,9 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
             return Err(Fail::TooDeep(i));
         }
         if is_arr {
-            stack |= 1 << depth;
+            stack[(depth >> 6) & 1] |= 1 << (depth & 63);
         } else {
-            stack &= !(1 << depth);
+            stack[(depth >> 6) & 1] &= !(1 << (depth & 63));
         }
         depth += 1;
         i = skip_ws(b, i + 1);
@@ -864,7 +900,8 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
         }
         // A value just ended inside the container at `depth`.
         while depth > 0 {
-            let is_arr = (stack >> (depth - 1)) & 1 == 1;
+            let d = depth - 1;
+            let is_arr = (stack[(d >> 6) & 1] >> (d & 63)) & 1 == 1;
             // The next member or element right after a ',' (compact JSON), else the long way.
             let c = match b.get(i..i + 2) {
                 Some(&[b',', c]) if c > b' ' => c,
@@ -1882,6 +1919,47 @@ mod tests {
         // Far deeper input fails the same way without exhausting the stack.
         let deep = "{\"a\":".repeat(100_000);
         assert!(err(deep.as_bytes()).contains("nesting deeper"));
+    }
+
+    /// Arrays and objects mixed at every depth up to the cap (the open containers are bits
+    /// in two words): each container is closed by its own bracket, and the wrong one at any
+    /// depth is an error at its offset that names the right one.
+    #[test]
+    fn mixed_nesting_at_every_depth() {
+        for levels in [1, 2, 63, 64, 65, 66, 100, MAX_DEPTH - 1] {
+            let kinds: Vec<bool> = (0..levels).map(|k| (k * 7 + 3) % 5 < 2).collect();
+            let mut open = String::from("{\"r\":");
+            for &arr in &kinds {
+                open.push_str(if arr { "[" } else { "{\"a\":" });
+            }
+            open.push('1');
+            let closers: Vec<char> = kinds
+                .iter()
+                .rev()
+                .map(|&a| if a { ']' } else { '}' })
+                .collect();
+            let rec = format!("{open}{}}}", closers.iter().collect::<String>());
+            assert!(
+                scan_record(rec.as_bytes(), &mut Vec::new()).is_ok(),
+                "{levels}"
+            );
+            for wrong in 0..levels {
+                let mut c = closers.clone();
+                c[wrong] = if c[wrong] == ']' { '}' } else { ']' };
+                let bad = format!("{open}{}}}", c.iter().collect::<String>());
+                let at = open.len() + wrong;
+                let want = if closers[wrong] == ']' {
+                    "',' or ']' after an array element"
+                } else {
+                    "',' or '}' after an object member"
+                };
+                let e = err(bad.as_bytes());
+                assert!(
+                    e.contains(&format!("byte {at}: expected {want}")),
+                    "{levels}/{wrong}: {e}"
+                );
+            }
+        }
     }
 
     #[test]
