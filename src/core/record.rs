@@ -33,8 +33,13 @@
 //! Speed comes from: a single pass over the record (no separate UTF-8 check: non-ASCII bytes
 //! can only be valid inside strings, so the string scanner checks their UTF-8 where it meets
 //! them, and only a record that fails is checked and repaired as a whole), string bodies
-//! skipped eight bytes at a time (SWAR), no copy of the record at all in the scan, and the
-//! quoted output written as a few bulk copies between the (at most six) edits.
+//! skipped eight bytes at a time and id digits read eight at a time (SWAR on u64, native in
+//! wasm32 too), compact JSON's `":` and `,"` tested as two bytes at once (whitespace takes
+//! the long way), top-level keys told apart by their length, first byte and two words, the
+//! wanted fields read out of line so the loop over ordinary members stays small, no copy of
+//! the record at all in the scan, and the quoted output written as a few bulk copies between
+//! the (at most six) edits. Measure changes in wasm: the native and the wasm code of this
+//! loop do not always move together.
 
 use std::fmt;
 
