@@ -877,78 +877,68 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
     // Bit d (of word d / 64): the container at depth d + 1 is an array; depth < MAX_DEPTH.
     let mut stack = [0u64; 2];
     let mut depth: usize = 0;
-    'open: loop {
-        // `b[i]` is '{' or '['.
-        let is_arr = at(b, i) == b'[';
-        if base + depth + 1 > MAX_DEPTH {
-            return Err(Fail::TooDeep(i));
+    // Whether the innermost open container is an array.
+    let mut in_arr = false;
+    // One loop, one place that validates a value: each turn starts at a member (in an
+    // object: its name first) or an element of the container at `depth`, or at the
+    // container itself when `depth` is 0.
+    loop {
+        if depth > 0 && !in_arr {
+            i = member_name(b, i, seen)?;
         }
-        if is_arr {
-            stack[(depth >> 6) & 1] |= 1 << (depth & 63);
-        } else {
-            stack[(depth >> 6) & 1] &= !(1 << (depth & 63));
-        }
-        depth += 1;
-        i = skip_ws(b, i + 1);
-        if at(b, i) == if is_arr { b']' } else { b'}' } {
+        let j = scalar_or_open(b, i, seen)?;
+        if j == i {
+            // `b[i]` is '{' or '['.
+            in_arr = at(b, i) == b'[';
+            if base + depth + 1 > MAX_DEPTH {
+                return Err(Fail::TooDeep(i));
+            }
+            if in_arr {
+                stack[(depth >> 6) & 1] |= 1 << (depth & 63);
+            } else {
+                stack[(depth >> 6) & 1] &= !(1 << (depth & 63));
+            }
+            depth += 1;
+            i = skip_ws(b, i + 1);
+            if at(b, i) != if in_arr { b']' } else { b'}' } {
+                continue;
+            }
             i += 1;
             depth -= 1;
         } else {
-            if !is_arr {
-                i = member_name(b, i, seen)?;
-            }
-            let j = scalar_or_open(b, i, seen)?;
-            if j == i {
-                continue 'open;
-            }
             i = j;
         }
-        // A value just ended inside the container at `depth`.
-        while depth > 0 {
+        // A value just ended inside the container at `depth`: find the next one, closing
+        // containers on the way.
+        loop {
+            if depth == 0 {
+                return Ok(i);
+            }
             let d = depth - 1;
-            let is_arr = (stack[(d >> 6) & 1] >> (d & 63)) & 1 == 1;
+            in_arr = (stack[(d >> 6) & 1] >> (d & 63)) & 1 == 1;
             // The next member or element right after a ',' (compact JSON), else the long way.
-            let c = match b.get(i..i + 2) {
-                Some(&[b',', c]) if c > b' ' => c,
-                _ => 0,
-            };
-            if c == b'"' || (is_arr && c != 0) {
+            if matches!(b.get(i..i + 2), Some(&[b',', c]) if c > b' ') {
                 i += 1;
-                if !is_arr {
-                    i = member_name(b, i, seen)?;
-                }
-                let j = scalar_or_open(b, i, seen)?;
-                if j == i {
-                    continue 'open;
-                }
-                i = j;
-                continue;
+                break;
             }
             i = skip_ws(b, i);
             match at(b, i) {
                 b',' => {
                     i = skip_ws(b, i + 1);
-                    if !is_arr {
-                        i = member_name(b, i, seen)?;
-                    }
-                    let j = scalar_or_open(b, i, seen)?;
-                    if j == i {
-                        continue 'open;
-                    }
-                    i = j;
+                    break;
                 }
-                b']' if is_arr => {
+                b']' if in_arr => {
                     i += 1;
                     depth -= 1;
                 }
-                b'}' if !is_arr => {
+                b'}' if !in_arr => {
                     i += 1;
                     depth -= 1;
                 }
                 _ => {
                     return Err(Fail::Expected(
                         i,
-                        if is_arr {
+                        if in_arr {
                             "',' or ']' after an array element"
                         } else {
                             "',' or '}' after an object member"
@@ -957,7 +947,6 @@ fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize
                 }
             }
         }
-        return Ok(i);
     }
 }
 
