@@ -1230,6 +1230,14 @@ fn special_bytes(w: u64) -> u64 {
 /// the length). SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
 #[inline(always)]
 fn find_special(b: &[u8], mut i: usize) -> usize {
+    // The first word outside the loop: most strings end in it.
+    if let Some(w) = b.get(i..i + 8) {
+        let m = special_bytes(u64::from_le_bytes(w.try_into().unwrap()));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     while i + 8 <= b.len() {
         let m = special_bytes(u64::from_le_bytes(b[i..i + 8].try_into().unwrap()));
         if m != 0 {
