@@ -51,6 +51,9 @@ fn json_string(rng: &mut Rng, out: &mut String) {
         " ",
         "hitIdHigh",
         "\\u0000",
+        "abcdefghijklmnopq",
+        "ランニング",
+        "Zürich",
     ];
     out.push('"');
     for _ in 0..rng.below(6) {
@@ -77,6 +80,10 @@ fn json_number(rng: &mut Rng, out: &mut String) {
         "1e308",
         "4.9e-324",
         "123456789012345678901234567890",
+        "999999999999999",
+        "-1000000000000000",
+        "12345678",
+        "1234567890123456",
     ];
     if rng.one_in(2) {
         out.push_str(rng.pick(NUMS));
@@ -182,11 +189,45 @@ pub fn record_input(rng: &mut Rng) -> Vec<u8> {
     s.push('}');
     s.push_str(ws);
     let mut b = s.into_bytes();
+    if rng.one_in(4) {
+        // A UTF-8 edge case (valid or not) right after a quote, most likely inside a string.
+        let quotes: Vec<usize> = (0..b.len()).filter(|&i| b[i] == b'"').collect();
+        if !quotes.is_empty() {
+            let at = quotes[rng.below(quotes.len())] + 1;
+            b.splice(at..at, rng.pick(UTF8_EDGES).iter().copied());
+        }
+    }
     if rng.one_in(2) {
         mutate(rng, &mut b, 0);
     }
     b
 }
+
+/// Byte sequences at the edges of UTF-8: the shortest and longest valid sequence of each
+/// length and around the surrogates, and overlong, surrogate, too large, truncated and
+/// stray bytes.
+const UTF8_EDGES: &[&[u8]] = &[
+    b"\xc2\x80",
+    b"\xdf\xbf",
+    b"\xe0\xa0\x80",
+    b"\xed\x9f\xbf",
+    b"\xee\x80\x80",
+    b"\xef\xbf\xbf",
+    b"\xf0\x90\x80\x80",
+    b"\xf4\x8f\xbf\xbf",
+    b"\xc0\xaf",
+    b"\xc1\xbf",
+    b"\xe0\x9f\xbf",
+    b"\xed\xa0\x80",
+    b"\xf0\x8f\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80",
+    b"\xe2\x82",
+    b"\xf0\x9f\x98",
+    b"\x80",
+    b"\xbf",
+    b"\xc3",
+];
 
 /// A framer input (see [`crate::targets::FRAMER_HEADER`]): a cap, a chunking, and a body
 /// of lines near the cap, blank lines, CRLF/LF/CR variants and a partial last line.

@@ -30,11 +30,16 @@
 //! (otherwise the hit has no dedup key and is always delivered); `vis_id` likewise.
 //! Only usable bare-number ids are listed in [`RecordInfo::bare_id_spans`].
 //!
-//! Speed comes from: one UTF-8 check up front (a word-wise ASCII check for most records,
-//! `str::from_utf8` only for the others; after it the scanner only looks
-//! for ASCII structure), string bodies skipped eight bytes at a time (SWAR), no copy of the
-//! record at all in the scan, and the quoted output written as a few bulk copies between the
-//! (at most six) edits.
+//! Speed comes from: a single pass over the record (no separate UTF-8 check: non-ASCII bytes
+//! can only be valid inside strings, so the string scanner checks their UTF-8 where it meets
+//! them, and only a record that fails is checked and repaired as a whole), string bodies
+//! skipped eight bytes at a time and id digits read eight at a time (SWAR on u64, native in
+//! wasm32 too), compact JSON's `":` and `,"` tested as two bytes at once (whitespace takes
+//! the long way), top-level keys told apart by their length, first byte and two words, the
+//! wanted fields read out of line so the loop over ordinary members stays small, no copy of
+//! the record at all in the scan, and the quoted output written as a few bulk copies between
+//! the (at most six) edits. Measure changes in wasm: the native and the wasm code of this
+//! loop do not always move together.
 
 use std::fmt;
 
@@ -166,12 +171,31 @@ pub fn scan_record<'a>(
     record: &'a [u8],
     repaired: &'a mut Vec<u8>,
 ) -> Result<Scanned<'a>, RecordError> {
-    // Most records are pure ASCII: one word-wise check settles their validity; the full
-    // UTF-8 check runs only for the others.
-    let ascii = is_ascii(record);
-    let (b, replaced): (&'a [u8], bool) = match ascii || std::str::from_utf8(record).is_ok() {
-        true => (record, false),
-        false => {
+    // One pass over the record as it is: the scanner checks the UTF-8 of the non-ASCII bytes
+    // it meets inside strings (the only place where valid JSON has any), so a record it
+    // accepts is valid UTF-8, and it notes whether there was any non-ASCII byte at all.
+    // Whenever it stops on something (invalid UTF-8 or a syntax error) and the record is not
+    // valid UTF-8, the record is repaired and scanned again: an error's offset is then
+    // within the repaired text, as the message says.
+    if record.len() <= u32::MAX as usize {
+        let mut seen = Seen::default();
+        match scan_object(record, false, &mut seen) {
+            Ok((start, end, mut info)) => {
+                info.ascii = !seen.non_ascii;
+                return Ok(Scanned {
+                    text: &record[start..end],
+                    info,
+                });
+            }
+            Err(f) if !matches!(f, Fail::Utf8) && std::str::from_utf8(record).is_ok() => {
+                return Err(error_for(record, f))
+            }
+            Err(_) => {}
+        }
+    }
+    let (b, replaced): (&'a [u8], bool) = match std::str::from_utf8(record) {
+        Ok(_) => (record, false),
+        Err(_) => {
             repaired.clear();
             repaired.reserve(record.len() + 8);
             for chunk in record.utf8_chunks() {
@@ -192,11 +216,13 @@ pub fn scan_record<'a>(
             message: format!("record of {} bytes is larger than 4 GiB", b.len()),
         });
     }
-    match scan_object(b, replaced) {
+    // Valid UTF-8 here, so the scan cannot stop on it.
+    let mut seen = Seen::default();
+    match scan_object(b, replaced, &mut seen) {
         Ok((start, end, mut info)) => Ok(Scanned {
             text: &b[start..end],
             info: {
-                info.ascii = ascii;
+                info.ascii = !replaced && !seen.non_ascii;
                 info
             },
         }),
@@ -232,6 +258,11 @@ pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) 
 /// The scanner of records reads it, so error bodies (a 409's `error_description`) and records
 /// share one JSON reader.
 pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
+    // Its text need not be UTF-8: strings with invalid UTF-8 are skipped, not errors.
+    let seen = &mut Seen {
+        lenient: true,
+        ..Seen::default()
+    };
     let mut i = skip_ws(text, 0);
     if at(text, i) != b'{' {
         return None;
@@ -245,13 +276,10 @@ pub fn top_level_string(text: &[u8], key: &str) -> Option<String> {
         if at(text, i) != b'"' {
             return None;
         }
-        let (name_end, _) = string(text, i + 1).ok()?;
+        let (name_end, _) = string(text, i + 1, seen).ok()?;
         let name = decode_string(&text[i + 1..name_end]);
-        let v = member_name(text, i).ok()?;
-        let after = match scalar_or_open(text, v).ok()? {
-            j if j == v => container(text, v, 1).ok()?,
-            j => j,
-        };
+        let v = member_name(text, i, seen).ok()?;
+        let after = any_value(text, v, seen).ok()?;
         if name.as_deref() == Some(key) {
             found = match at(text, v) {
                 b'"' => decode_string(&text[v + 1..after - 1]),
@@ -325,33 +353,93 @@ enum Field {
     ReceivedTimeGmt,
 }
 
-/// Which field a top-level key names. Most keys are ruled out by their length and first
-/// byte before any comparison.
+/// Which field the top-level key `b[start..end]` names (`b[end]` is its closing quote and
+/// `b[start - 1]` its opening one). Most keys are ruled out by their length and first byte;
+/// the others are compared as two words, the first eight bytes from `start` and the eight
+/// bytes that end at `end`, with the one name their hash picks.
 #[inline(always)]
-fn classify(key: &[u8]) -> Field {
-    let (Some(&first), len) = (key.first(), key.len()) else {
+fn classify(b: &[u8], start: usize, end: usize) -> Field {
+    let len = end - start;
+    if !(7..=15).contains(&len) || !matches!(at(b, start), b'h' | b'v' | b'm' | b't' | b'r') {
+        return Field::Other;
+    }
+    // Within `b`: `start >= 1`, and the quote at `end` follows a key of at least 7 bytes.
+    let (Some(head), Some(tail)) = (b.get(start..start + 8), b.get(end - 8..end)) else {
         return Field::Other;
     };
-    if !(7..=15).contains(&len) || !matches!(first, b'h' | b'v' | b'm' | b't' | b'r') {
-        return Field::Other;
-    }
-    match key {
-        b"hitIdHigh" => Field::Id(0),
-        b"hitIdLow" => Field::Id(1),
-        b"visIdHigh" => Field::Id(2),
-        b"visIdLow" => Field::Id(3),
-        b"mcVisIdHigh" => Field::Id(4),
-        b"mcVisIdLow" => Field::Id(5),
-        b"timeGMT" => Field::TimeGmt,
-        b"receivedTimeGMT" => Field::ReceivedTimeGmt,
-        _ => Field::Other,
+    let head = u64::from_le_bytes(head.try_into().unwrap());
+    let tail = u64::from_le_bytes(tail.try_into().unwrap());
+    let name = &NAMES[(head.wrapping_mul(NAME_HASH) >> 61) as usize];
+    if head == name.head && tail == name.tail && len == name.len {
+        name.field
+    } else {
+        Field::Other
     }
 }
+
+/// A wanted top-level name as [`classify`] compares it.
+#[derive(Clone, Copy)]
+struct Name {
+    head: u64,
+    tail: u64,
+    len: usize,
+    field: Field,
+}
+
+/// Picks each wanted name's slot in [`NAMES`] from its head word (a multiplicative hash
+/// that gives the eight names eight different slots; checked when `NAMES` is built).
+const NAME_HASH: u64 = 0x03b2_7030_e7f5_24f3;
+
+/// The eight wanted names, each in the slot its head word hashes to.
+const NAMES: [Name; 8] = {
+    const fn word(b: &[u8], at: usize) -> u64 {
+        let mut w = 0u64;
+        let mut k = 0;
+        while k < 8 {
+            w |= (b[at + k] as u64) << (8 * k);
+            k += 1;
+        }
+        w
+    }
+    let quoted: [(&[u8], Field); 8] = [
+        (b"\"hitIdHigh\"", Field::Id(0)),
+        (b"\"hitIdLow\"", Field::Id(1)),
+        (b"\"visIdHigh\"", Field::Id(2)),
+        (b"\"visIdLow\"", Field::Id(3)),
+        (b"\"mcVisIdHigh\"", Field::Id(4)),
+        (b"\"mcVisIdLow\"", Field::Id(5)),
+        (b"\"timeGMT\"", Field::TimeGmt),
+        (b"\"receivedTimeGMT\"", Field::ReceivedTimeGmt),
+    ];
+    let mut names = [Name {
+        head: 0,
+        tail: 0,
+        len: 0,
+        field: Field::Other,
+    }; 8];
+    let mut k = 0;
+    while k < quoted.len() {
+        let (q, field) = quoted[k];
+        let len = q.len() - 2;
+        let head = word(q, 1);
+        let slot = (head.wrapping_mul(NAME_HASH) >> 61) as usize;
+        assert!(names[slot].len == 0, "NAME_HASH: two names share a slot");
+        names[slot] = Name {
+            head,
+            tail: word(q, len + 1 - 8),
+            len,
+            field,
+        };
+        k += 1;
+    }
+    names
+};
 
 /// Classifies a key written with escapes (`"hitId\u0048igh"` is `hitIdHigh` to JSON.parse).
 /// Only short all-ASCII names can match; anything else is [`Field::Other`].
 fn classify_escaped(raw: &[u8]) -> Field {
-    let mut buf = [0u8; 16];
+    // The decoded name between quotes, as classify reads it.
+    let mut buf = [b'"'; 18];
     let mut n = 0;
     let mut i = 0;
     while i < raw.len() {
@@ -375,13 +463,13 @@ fn classify_escaped(raw: &[u8]) -> Field {
             i += 1;
             raw[i - 1]
         };
-        if n == buf.len() {
+        if n == 16 {
             return Field::Other;
         }
-        buf[n] = c;
+        buf[1 + n] = c;
         n += 1;
     }
-    classify(&buf[..n])
+    classify(&buf[..n + 2], 1, n + 1)
 }
 
 /// Value of four hex digits, or None.
@@ -420,6 +508,32 @@ enum Fail {
     NotObject(usize),
     /// Nothing but whitespace.
     Empty,
+    /// Invalid UTF-8 in a string: the record is repaired and scanned again (never reported).
+    Utf8,
+}
+
+/// What the string scanner notes on the way, besides where each string ends.
+struct Seen {
+    /// A non-ASCII byte was met (in a string: elsewhere it is a syntax error anyway).
+    non_ascii: bool,
+    /// Skip non-ASCII bytes without checking their UTF-8 ([`top_level_string`], whose text
+    /// need not be UTF-8); otherwise invalid UTF-8 stops the scan with [`Fail::Utf8`].
+    lenient: bool,
+    /// Whether the last string [`string_slow`] finished had escapes.
+    escaped: bool,
+    /// Why the last string [`string_slow`] gave up on was invalid.
+    fail: Fail,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            non_ascii: false,
+            lenient: false,
+            escaped: false,
+            fail: Fail::Empty,
+        }
+    }
 }
 
 type Scan<T> = Result<T, Fail>;
@@ -453,29 +567,83 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Scans a string body from `start` (just after the opening quote). Returns the index of
-/// the closing quote and whether the string had escapes. The common case (no escape) is
-/// inlined; escapes and errors go to [`string_slow`].
+/// the closing quote and whether the string had escapes. The common case (plain ASCII) is
+/// inlined; escapes, non-ASCII text and errors go to [`string_slow`].
 #[inline(always)]
-fn string(b: &[u8], start: usize) -> Scan<(usize, bool)> {
+fn string(b: &[u8], start: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
     let i = find_special(b, start);
     if at(b, i) == b'"' {
-        Ok((i, false))
-    } else {
-        string_slow(b, start, i)
+        return Ok((i, false));
+    }
+    // The slow path's answer comes back as one index, the rest through `seen`, so the
+    // fast path's result never has to go through memory.
+    match string_slow(b, start, i, seen) {
+        usize::MAX => Err(seen.fail),
+        end => Ok((end, seen.escaped)),
     }
 }
 
-/// The rest of a string from `i`: a backslash, a control character or the end.
+/// The rest of a string from `i`: a backslash, a non-ASCII byte, a control character or
+/// the end. Returns the index of the closing quote and sets [`Seen::escaped`], or returns
+/// `usize::MAX` with the problem in [`Seen::fail`].
 #[inline(never)]
-fn string_slow(b: &[u8], start: usize, mut i: usize) -> Scan<(usize, bool)> {
+fn string_slow(b: &[u8], start: usize, i: usize, seen: &mut Seen) -> usize {
+    match string_rest(b, start, i, seen) {
+        Ok((end, escaped)) => {
+            seen.escaped = escaped;
+            end
+        }
+        Err(fail) => {
+            seen.fail = fail;
+            usize::MAX
+        }
+    }
+}
+
+/// [`string_slow`] with a plain result.
+#[inline(always)]
+fn string_rest(b: &[u8], start: usize, mut i: usize, seen: &mut Seen) -> Scan<(usize, bool)> {
+    let mut escaped = false;
     loop {
         match at(b, i) {
-            b'"' => return Ok((i, true)),
-            b'\\' => i = find_special(b, escape(b, i)?),
+            b'"' => return Ok((i, escaped)),
+            b'\\' => {
+                escaped = true;
+                i = escape(b, i)?;
+            }
+            0x80.. => {
+                seen.non_ascii = true;
+                i = match utf8_char(b, i) {
+                    Some(next) => next,
+                    None if seen.lenient => i + 1,
+                    None => return Err(Fail::Utf8),
+                };
+            }
             _ if i >= b.len() => return Err(Fail::Unterminated(start - 1)),
             _ => return Err(Fail::Control(i)),
         }
+        i = find_special(b, i);
     }
+}
+
+/// The index after the UTF-8 sequence that starts at the non-ASCII byte `b[i]`, or None
+/// when it is not one `str::from_utf8` accepts (overlong forms, surrogates, values above
+/// U+10FFFF, stray continuation bytes and cut sequences are not).
+fn utf8_char(b: &[u8], i: usize) -> Option<usize> {
+    // The range of the second byte and the length, by the first byte (Unicode table 3-7).
+    let (second, len) = match b[i] {
+        0xC2..=0xDF => (0x80..=0xBF, 2),
+        0xE0 => (0xA0..=0xBF, 3),
+        0xE1..=0xEC | 0xEE..=0xEF => (0x80..=0xBF, 3),
+        0xED => (0x80..=0x9F, 3),
+        0xF0 => (0x90..=0xBF, 4),
+        0xF1..=0xF3 => (0x80..=0xBF, 4),
+        0xF4 => (0x80..=0x8F, 4),
+        _ => return None,
+    };
+    let rest = b.get(i + 1..i + len)?;
+    let ok = second.contains(&rest[0]) && rest[1..].iter().all(|&c| (0x80..=0xBF).contains(&c));
+    ok.then_some(i + len)
 }
 
 /// Validates the escape at `i` (a backslash); returns the index after it.
@@ -532,6 +700,95 @@ fn number(b: &[u8], start: usize) -> Scan<(usize, bool)> {
     }
 }
 
+/// A number whose digits start at `i` (a digit; `start` is where the number starts, at a
+/// '-' when there is one), like [`number`]. Returns its end and, when it is an integer (no
+/// fraction, no exponent) whose digits fit u64, their value.
+#[inline(always)]
+fn unsigned_number(b: &[u8], start: usize, i: usize) -> Scan<(usize, Option<u64>)> {
+    let (end, v) = if at(b, i) == b'0' {
+        if at(b, i + 1).is_ascii_digit() {
+            return Err(Fail::Plain(
+                start,
+                "leading zeros are not allowed in numbers",
+            ));
+        }
+        (i + 1, Some(0))
+    } else {
+        digit_run(b, i)
+    };
+    match at(b, end) {
+        b'.' | b'e' | b'E' => Ok((number_tail(b, end)?, None)),
+        _ => Ok((end, v)),
+    }
+}
+
+/// Powers of ten as u64 (10^0 ..= 10^8).
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The run of ASCII digits at `start` (a digit other than a leading zero): its end, and its
+/// value when that fits u64 (at most 20 digits). Read eight digits at a time (SWAR): two
+/// whole words stay below 10^16, and a third ends any id (19 or 20 digits) with one
+/// overflow test, so the length of an id costs no branch of its own.
+#[inline(always)]
+fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
+    let mut i = start;
+    let mut v = 0u64;
+    let mut fits = true;
+    for word in 0..3 {
+        let Some(w) = b.get(i..i + 8) else { break };
+        let (n, d) = leading_digits(u64::from_le_bytes(w.try_into().unwrap()));
+        if word == 2 {
+            // Sixteen digits so far: v * 10^n + d fits u64 for n <= 3, and for n == 4 when
+            // it is at most u64::MAX = 1844674407370955_1615.
+            const HEAD: u64 = u64::MAX / 10_000;
+            fits = n <= 3 || (n == 4 && (v < HEAD || (v == HEAD && d <= u64::MAX % 10_000)));
+        }
+        v = v.wrapping_mul(POW10_U64[n]).wrapping_add(d);
+        i += n;
+        if n < 8 {
+            return (i, fits.then_some(v));
+        }
+    }
+    // Near the end of the record, or past 24 digits: one at a time, checked.
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        let d = (c - b'0') as u64;
+        fits &= v < u64::MAX / 10 || (v == u64::MAX / 10 && d <= u64::MAX % 10);
+        v = v.wrapping_mul(10).wrapping_add(d);
+        i += 1;
+    }
+    (i, fits.then_some(v))
+}
+
+/// How many ASCII digits the word `w` (eight bytes of the record, little endian) starts
+/// with, and their value.
+#[inline(always)]
+fn leading_digits(w: u64) -> (usize, u64) {
+    // The high bit of each byte that is not a digit: below '0' borrows, above '9' carries
+    // into bit 7, non-ASCII has it already; both only reach higher bytes, past the first
+    // non-digit.
+    let not_digit = (w.wrapping_sub(LO * b'0' as u64) | w.wrapping_add(LO * 0x46) | w) & HI;
+    let n = (not_digit.trailing_zeros() / 8) as usize;
+    // The n digits moved to the top bytes (zeros below them), then combined pairwise.
+    let top = if n == 0 { 0 } else { w << (64 - 8 * n) };
+    let d = top & (LO * 0x0f);
+    let d = (d * 10 + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let d = (d * 100 + (d >> 16)) & 0x0000_ffff_0000_ffff;
+    (n, (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff)
+}
+
 /// The fraction and exponent of a number from `i`.
 #[inline(never)]
 fn number_tail(b: &[u8], mut i: usize) -> Scan<usize> {
@@ -558,9 +815,9 @@ fn number_tail(b: &[u8], mut i: usize) -> Scan<usize> {
 /// Validates a scalar at `i` and returns the index after it; returns `i` itself (nothing
 /// consumed) when a container starts there instead.
 #[inline(always)]
-fn scalar_or_open(b: &[u8], i: usize) -> Scan<usize> {
+fn scalar_or_open(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
     match at(b, i) {
-        b'"' => Ok(string(b, i + 1)?.0 + 1),
+        b'"' => Ok(string(b, i + 1, seen)?.0 + 1),
         b'{' | b'[' => Ok(i),
         b'-' | b'0'..=b'9' => Ok(number(b, i)?.0),
         b't' if b.get(i..i + 4) == Some(b"true") => Ok(i + 4),
@@ -573,81 +830,115 @@ fn scalar_or_open(b: &[u8], i: usize) -> Scan<usize> {
     }
 }
 
+/// Validates any value at `i`, which sits in the record's object, and returns the index
+/// after it (out of line: for the rare paths).
+#[inline(never)]
+fn any_value(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
+    let j = scalar_or_open(b, i, seen)?;
+    if j == i {
+        container(b, i, 1, seen)
+    } else {
+        Ok(j)
+    }
+}
+
 /// Expects a member name and its ':' (with whitespace around) at `i`; returns the index
 /// of the value.
 #[inline(always)]
-fn member_name(b: &[u8], i: usize) -> Scan<usize> {
+fn member_name(b: &[u8], i: usize, seen: &mut Seen) -> Scan<usize> {
     if at(b, i) != b'"' {
         return Err(Fail::Expected(i, "a member name (a string)"));
     }
-    let (end, _) = string(b, i + 1)?;
-    let i = skip_ws(b, end + 1);
-    if at(b, i) != b':' {
-        return Err(Fail::Expected(i, "':' after a member name"));
+    let (end, _) = string(b, i + 1, seen)?;
+    value_after_name(b, end + 1)
+}
+
+/// From just after a member name's closing quote: the index of the value after the ':'.
+/// Compact JSON (`"name":value`) takes one two-byte test; whitespace takes the long way.
+#[inline(always)]
+fn value_after_name(b: &[u8], i: usize) -> Scan<usize> {
+    match b.get(i..i + 2) {
+        Some(&[b':', c]) if c > b' ' => Ok(i + 1),
+        _ => {
+            let i = skip_ws(b, i);
+            if at(b, i) != b':' {
+                return Err(Fail::Expected(i, "':' after a member name"));
+            }
+            Ok(skip_ws(b, i + 1))
+        }
     }
-    Ok(skip_ws(b, i + 1))
 }
 
 /// Validates the object or array at `i`, which sits inside `base` levels; returns the
 /// index after it. Iterative, with the open containers kept as a bit stack (1 = array),
-/// so deep input cannot overflow the call stack.
-fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
-    let mut stack: u128 = 0;
+/// so deep input cannot overflow the call stack. The stack is two u64 words, not a u128:
+/// a u128 shift is a call to a compiler helper in wasm.
+fn container(b: &[u8], mut i: usize, base: usize, seen: &mut Seen) -> Scan<usize> {
+    // Bit d (of word d / 64): the container at depth d + 1 is an array; depth < MAX_DEPTH.
+    let mut stack = [0u64; 2];
     let mut depth: usize = 0;
-    'open: loop {
-        // `b[i]` is '{' or '['.
-        let is_arr = at(b, i) == b'[';
-        if base + depth + 1 > MAX_DEPTH {
-            return Err(Fail::TooDeep(i));
+    // Whether the innermost open container is an array.
+    let mut in_arr = false;
+    // One loop, one place that validates a value: each turn starts at a member (in an
+    // object: its name first) or an element of the container at `depth`, or at the
+    // container itself when `depth` is 0.
+    loop {
+        if depth > 0 && !in_arr {
+            i = member_name(b, i, seen)?;
         }
-        if is_arr {
-            stack |= 1 << depth;
-        } else {
-            stack &= !(1 << depth);
-        }
-        depth += 1;
-        i = skip_ws(b, i + 1);
-        if at(b, i) == if is_arr { b']' } else { b'}' } {
+        let j = scalar_or_open(b, i, seen)?;
+        if j == i {
+            // `b[i]` is '{' or '['.
+            in_arr = at(b, i) == b'[';
+            if base + depth + 1 > MAX_DEPTH {
+                return Err(Fail::TooDeep(i));
+            }
+            if in_arr {
+                stack[(depth >> 6) & 1] |= 1 << (depth & 63);
+            } else {
+                stack[(depth >> 6) & 1] &= !(1 << (depth & 63));
+            }
+            depth += 1;
+            i = skip_ws(b, i + 1);
+            if at(b, i) != if in_arr { b']' } else { b'}' } {
+                continue;
+            }
             i += 1;
             depth -= 1;
         } else {
-            if !is_arr {
-                i = member_name(b, i)?;
-            }
-            let j = scalar_or_open(b, i)?;
-            if j == i {
-                continue 'open;
-            }
             i = j;
         }
-        // A value just ended inside the container at `depth`.
-        while depth > 0 {
+        // A value just ended inside the container at `depth`: find the next one, closing
+        // containers on the way.
+        loop {
+            if depth == 0 {
+                return Ok(i);
+            }
+            let d = depth - 1;
+            in_arr = (stack[(d >> 6) & 1] >> (d & 63)) & 1 == 1;
+            // The next member or element right after a ',' (compact JSON), else the long way.
+            if matches!(b.get(i..i + 2), Some(&[b',', c]) if c > b' ') {
+                i += 1;
+                break;
+            }
             i = skip_ws(b, i);
-            let is_arr = (stack >> (depth - 1)) & 1 == 1;
             match at(b, i) {
                 b',' => {
                     i = skip_ws(b, i + 1);
-                    if !is_arr {
-                        i = member_name(b, i)?;
-                    }
-                    let j = scalar_or_open(b, i)?;
-                    if j == i {
-                        continue 'open;
-                    }
-                    i = j;
+                    break;
                 }
-                b']' if is_arr => {
+                b']' if in_arr => {
                     i += 1;
                     depth -= 1;
                 }
-                b'}' if !is_arr => {
+                b'}' if !in_arr => {
                     i += 1;
                     depth -= 1;
                 }
                 _ => {
                     return Err(Fail::Expected(
                         i,
-                        if is_arr {
+                        if in_arr {
                             "',' or ']' after an array element"
                         } else {
                             "',' or '}' after an object member"
@@ -656,13 +947,103 @@ fn container(b: &[u8], mut i: usize, base: usize) -> Scan<usize> {
                 }
             }
         }
-        return Ok(i);
+    }
+}
+
+/// The wanted top-level fields read so far (for a repeated key, the last occurrence).
+#[derive(Default)]
+struct Fields {
+    /// Per id field, the value of its last occurrence when usable.
+    ids: [Option<u64>; 6],
+    /// Per id field, the span (relative to the object's start) of its last occurrence when
+    /// that is a usable bare number.
+    spans: [Option<(u32, u32)>; 6],
+    time_gmt: Option<f64>,
+    received_time_gmt: Option<f64>,
+}
+
+impl Fields {
+    /// Validates the value at `i` of a member whose key is the wanted `field` (not
+    /// [`Field::Other`]), reads it, and returns the index after it. `start` is where the
+    /// object starts. Out of line: a few members per record, and the member loop stays small.
+    #[inline(never)]
+    fn read(
+        &mut self,
+        b: &[u8],
+        start: usize,
+        i: usize,
+        field: Field,
+        seen: &mut Seen,
+    ) -> Scan<usize> {
+        let c = at(b, i);
+        match field {
+            Field::Id(k) if c.is_ascii_digit() => {
+                // A fraction, an exponent or more than u64::MAX: kept as given, no id.
+                let (end, v) = unsigned_number(b, i, i)?;
+                self.ids[k] = v;
+                self.spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
+                Ok(end)
+            }
+            Field::Id(k) if c == b'"' => {
+                let (end, escaped) = string(b, i + 1, seen)?;
+                // Only a canonical decimal string is an id (so pre-quoted streams
+                // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
+                self.ids[k] = match at(b, i + 1) {
+                    b'0' if end == i + 2 => Some(0),
+                    b'1'..=b'9' if !escaped => match digit_run(b, i + 1) {
+                        (run_end, v) if run_end == end => v,
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                self.spans[k] = None;
+                Ok(end + 1)
+            }
+            Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
+                let digits = i + (c == b'-') as usize;
+                if !at(b, digits).is_ascii_digit() {
+                    return Err(Fail::Expected(
+                        digits,
+                        "a digit after '-' (Infinity and NaN are not JSON)",
+                    ));
+                }
+                let (end, int) = unsigned_number(b, i, digits)?;
+                let v = Some(match int {
+                    // Up to 15 digits: exact as f64 (what number_to_f64 does for them).
+                    Some(v) if end - digits <= 15 => match c {
+                        b'-' => -(v as f64),
+                        _ => v as f64,
+                    },
+                    // Longer integers, fractions and exponents.
+                    _ => number_to_f64(&b[i..end], false),
+                });
+                if field == Field::TimeGmt {
+                    self.time_gmt = v;
+                } else {
+                    self.received_time_gmt = v;
+                }
+                Ok(end)
+            }
+            _ => {
+                // null (absent), negative, bool, object, array: validated, and no id or time.
+                let end = any_value(b, i, seen)?;
+                match field {
+                    Field::Id(k) => {
+                        self.ids[k] = None;
+                        self.spans[k] = None;
+                    }
+                    Field::TimeGmt => self.time_gmt = None,
+                    _ => self.received_time_gmt = None,
+                }
+                Ok(end)
+            }
+        }
     }
 }
 
 /// The record's own object: like [`container`] for one level, plus reading the top-level
 /// fields that matter. Returns the object's start and end (whitespace trimmed) and the info.
-fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
+fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize, RecordInfo)> {
     let start = skip_ws(b, 0);
     if at(b, start) != b'{' {
         return Err(if start >= b.len() {
@@ -671,14 +1052,7 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
             Fail::NotObject(start)
         });
     }
-    // Per id field, the value of its last occurrence when usable, and the span (relative to
-    // `start`) of that last occurrence when it is a bare number.
-    let mut ids: [Option<u64>; 6] = [None; 6];
-    let mut spans: [Option<(u32, u32)>; 6] = [None; 6];
-    let mut info = RecordInfo {
-        replaced_invalid_utf8: replaced,
-        ..RecordInfo::default()
-    };
+    let mut fields = Fields::default();
     let mut i = skip_ws(b, start + 1);
     if at(b, i) == b'}' {
         i += 1;
@@ -687,68 +1061,29 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
             if at(b, i) != b'"' {
                 return Err(Fail::Expected(i, "a member name (a string)"));
             }
-            let (key_end, escaped) = string(b, i + 1)?;
-            let key = &b[i + 1..key_end];
-            i = skip_ws(b, key_end + 1);
-            if at(b, i) != b':' {
-                return Err(Fail::Expected(i, "':' after a member name"));
-            }
-            i = skip_ws(b, i + 1);
+            let key_start = i + 1;
+            let (key_end, escaped) = string(b, key_start, seen)?;
+            i = value_after_name(b, key_end + 1)?;
             let field = if escaped {
-                classify_escaped(key)
+                classify_escaped(&b[key_start..key_end])
             } else {
-                classify(key)
+                classify(b, key_start, key_end)
             };
-            let c = at(b, i);
-            match field {
-                Field::Id(k) if c.is_ascii_digit() => {
-                    let (end, integer) = number(b, i)?;
-                    // A fraction, an exponent or more than u64::MAX: kept as given, no id.
-                    let v = if integer { parse_u64(&b[i..end]) } else { None };
-                    ids[k] = v;
-                    spans[k] = v.map(|_| ((i - start) as u32, (end - start) as u32));
-                    i = end;
+            i = if field == Field::Other {
+                // Most members: the generic validator, inlined here.
+                let j = scalar_or_open(b, i, seen)?;
+                if j == i {
+                    container(b, i, 1, seen)?
+                } else {
+                    j
                 }
-                Field::Id(k) if c == b'"' => {
-                    let (end, escaped) = string(b, i + 1)?;
-                    // Only a canonical decimal string is an id (so pre-quoted streams
-                    // de-duplicate); "007", "\u0031", "" or "x" are kept as given, no id.
-                    let digits = &b[i + 1..end];
-                    ids[k] = if escaped || (digits.len() > 1 && digits[0] == b'0') {
-                        None
-                    } else if digits.iter().all(u8::is_ascii_digit) {
-                        parse_u64(digits)
-                    } else {
-                        None
-                    };
-                    spans[k] = None;
-                    i = end + 1;
-                }
-                Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
-                    let (end, integer) = number(b, i)?;
-                    let v = Some(number_to_f64(&b[i..end], integer));
-                    if field == Field::TimeGmt {
-                        info.time_gmt = v;
-                    } else {
-                        info.received_time_gmt = v;
-                    }
-                    i = end;
-                }
-                _ => {
-                    // Any other value: one call site for the generic validator.
-                    let j = scalar_or_open(b, i)?;
-                    i = if j == i { container(b, i, 1)? } else { j };
-                    match field {
-                        Field::Other => {}
-                        // null (absent), negative, bool, object, array: no id.
-                        Field::Id(k) => {
-                            ids[k] = None;
-                            spans[k] = None;
-                        }
-                        Field::TimeGmt => info.time_gmt = None,
-                        Field::ReceivedTimeGmt => info.received_time_gmt = None,
-                    }
-                }
+            } else {
+                fields.read(b, start, i, field, seen)?
+            };
+            // The next member: `,"` right after the value in compact JSON.
+            if b.get(i..i + 2) == Some(b",\"") {
+                i += 1;
+                continue;
             }
             i = skip_ws(b, i);
             match at(b, i) {
@@ -769,6 +1104,18 @@ fn scan_object(b: &[u8], replaced: bool) -> Scan<(usize, usize, RecordInfo)> {
             "unexpected text after the end of the JSON object (one record must be one object)",
         ));
     }
+    let Fields {
+        ids,
+        spans,
+        time_gmt,
+        received_time_gmt,
+    } = fields;
+    let mut info = RecordInfo {
+        replaced_invalid_utf8: replaced,
+        time_gmt,
+        received_time_gmt,
+        ..RecordInfo::default()
+    };
     if let (Some(high), Some(low)) = (ids[0], ids[1]) {
         info.hit_key = Some(HitKey { high, low });
     }
@@ -835,6 +1182,12 @@ fn error_for(b: &[u8], fail: Fail) -> RecordError {
             offset: None,
             message: "empty record".into(),
         },
+        // scan_record repairs the text instead; kept for completeness.
+        Fail::Utf8 => RecordError {
+            kind: RecordErrorKind::Syntax,
+            offset: None,
+            message: "invalid UTF-8".into(),
+        },
     }
 }
 
@@ -859,60 +1212,43 @@ fn found_char(b: &[u8], i: usize) -> char {
         .unwrap_or('\u{fffd}')
 }
 
-/// True when every byte of `b` is ASCII. Sixteen bytes per step as two u64 words (wasm32's
-/// `usize` is 32 bits, so the standard library's word-wise check reads half as much per step).
-#[inline]
-fn is_ascii(b: &[u8]) -> bool {
-    let mut pairs = b.chunks_exact(16);
-    let mut high = 0u64;
-    for p in &mut pairs {
-        let (a, c) = p.split_at(8);
-        high |= u64::from_le_bytes(a.try_into().unwrap_or([0; 8]))
-            | u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-    }
-    for &c in pairs.remainder() {
-        high |= c as u64;
-    }
-    high & HI == 0
+/// The high bit of each byte of `w` that is '"', '\\', a control character or non-ASCII.
+#[inline(always)]
+fn special_bytes(w: u64) -> u64 {
+    // For an ASCII byte c, each sum has its high bit set when c is not special: c + 0x60
+    // when c >= 0x20, (c ^ '"') + 0x7f when c != '"', likewise for '\\'; none carries into
+    // the next byte. A non-ASCII byte is flagged by its own high bit, and whatever it
+    // carries only reaches higher bytes, so the lowest flagged byte is a true hit.
+    let plain = w.wrapping_add(LO * 0x60)
+        & (w ^ (LO * b'"' as u64)).wrapping_add(LO * 0x7f)
+        & (w ^ (LO * b'\\' as u64)).wrapping_add(LO * 0x7f)
+        & !w;
+    !plain & HI
 }
 
-/// Index of the first '"', '\\' or control character at or after `i` (or the length).
-/// SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
+/// Index of the first '"', '\\', control character or non-ASCII byte at or after `i` (or
+/// the length). SWAR, 8 bytes at a time: 64-bit integer ops are native in wasm32 too.
 #[inline(always)]
 fn find_special(b: &[u8], mut i: usize) -> usize {
-    while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        let q = w ^ (LO * b'"' as u64);
-        let s = w ^ (LO * b'\\' as u64);
-        let m = ((q.wrapping_sub(LO) & !q)
-            | (s.wrapping_sub(LO) & !s)
-            | (w.wrapping_sub(LO * 0x20) & !w))
-            & HI;
+    // The first word outside the loop: most strings end in it.
+    if let Some(w) = b.get(i..i + 8) {
+        let m = special_bytes(u64::from_le_bytes(w.try_into().unwrap()));
         if m != 0 {
-            // The lowest flagged byte is a true hit (borrows only run upwards).
             return i + (m.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+    while i + 8 <= b.len() {
+        let m = special_bytes(u64::from_le_bytes(b[i..i + 8].try_into().unwrap()));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f | 0x80..) {
         i += 1;
     }
     i
-}
-
-/// Parses ASCII digits as u64; None when empty or above u64::MAX. Nineteen digits cannot
-/// overflow, so only a twentieth is checked.
-#[inline]
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    let (head, last) = digits.split_at(digits.len().min(19));
-    let v = head.iter().fold(0u64, |v, &d| v * 10 + (d - b'0') as u64);
-    match last.first() {
-        None => Some(v),
-        Some(&d) => v.checked_mul(10)?.checked_add((d - b'0') as u64),
-    }
 }
 
 /// Exact powers of ten representable as f64 (10^0 ..= 10^22).
@@ -1157,6 +1493,229 @@ mod tests {
         assert_eq!(info.bare_id_spans().len(), 1);
     }
 
+    /// Bare and quoted ids of 1 to 22 digits at every offset of an eight-byte word, followed
+    /// by more members or right at the end of the record (where the digits are read one at
+    /// a time), around u64::MAX: the value is read exactly when it fits, and a fraction or
+    /// an exponent right after the digits makes it no id.
+    #[test]
+    fn ids_of_every_length_and_position() {
+        let mut digits: Vec<String> = (1..=22)
+            .flat_map(|n| ["9".repeat(n), "1234567890".repeat(3)[..n].to_string()])
+            .collect();
+        digits.extend(
+            [
+                "10000000000000000000",
+                "18446744073709551609",
+                "18446744073709551614",
+                "18446744073709551615",
+                "18446744073709551616",
+                "18446744073709551619",
+                "18446744073709551620",
+                "18446744073709552000",
+                "19000000000000000000",
+            ]
+            .map(String::from),
+        );
+        for d in &digits {
+            let want: Option<u64> = d.parse().ok();
+            for pad in 0..9 {
+                let key = "k".repeat(pad + 1);
+                let mut repaired = Vec::new();
+                for (rec, bare, first) in [
+                    (
+                        format!(r#"{{"{key}":1,"hitIdHigh":{d},"hitIdLow":7}}"#),
+                        true,
+                        true,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d}}}"#),
+                        true,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d} }}"#),
+                        true,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":"{d}"}}"#),
+                        false,
+                        false,
+                    ),
+                    (
+                        format!(r#"{{"{key}":1,"hitIdHigh":"{d}","hitIdLow":7}}"#),
+                        false,
+                        true,
+                    ),
+                ] {
+                    let s = scan_record(rec.as_bytes(), &mut repaired).unwrap();
+                    assert_eq!(s.info.hit_key.map(|k| k.high), want, "{rec}");
+                    let quoted: Vec<&[u8]> = s
+                        .info
+                        .bare_id_spans()
+                        .iter()
+                        .map(|&(a, b)| &s.text[a as usize..b as usize])
+                        .collect();
+                    let want_quoted: Vec<&[u8]> = match (bare && want.is_some(), first) {
+                        (false, _) => vec![b"7"],
+                        (true, true) => vec![d.as_bytes(), b"7"],
+                        (true, false) => vec![b"7", d.as_bytes()],
+                    };
+                    assert_eq!(quoted, want_quoted, "{rec}");
+                }
+                for tail in [".5", "e1", "E+2", ".0e-1"] {
+                    let rec = format!(r#"{{"{key}":1,"hitIdLow":7,"hitIdHigh":{d}{tail}}}"#);
+                    let s = scan_record(rec.as_bytes(), &mut repaired).unwrap();
+                    assert_eq!((s.info.hit_key, s.info.bare_id_count), (None, 1), "{rec}");
+                }
+                for bad in ["0", ".", "e", "-", "a"] {
+                    let rec = format!(r#"{{"{key}":1,"hitIdHigh":0{d}{bad},"hitIdLow":7}}"#);
+                    let at = 19 + pad;
+                    let want = format!("byte {at}: leading zeros are not allowed");
+                    assert!(err(rec.as_bytes()).contains(&want), "{rec}");
+                }
+            }
+        }
+    }
+
+    /// Time fields of 1 to 22 digits, signed or not, at every offset of a word and at the
+    /// end of the record: exact up to 15 digits, close beyond.
+    #[test]
+    fn times_of_every_length_and_position() {
+        for n in 1..=22 {
+            for sign in ["", "-"] {
+                let t = format!("{sign}{}", &"9876543210".repeat(3)[..n]);
+                let want: f64 = t.parse().unwrap();
+                for pad in 0..9 {
+                    let key = "k".repeat(pad + 1);
+                    for rec in [
+                        format!(r#"{{"{key}":1,"timeGMT":{t},"x":2}}"#),
+                        format!(r#"{{"{key}":1,"timeGMT":{t}}}"#),
+                    ] {
+                        let got = scan_record(rec.as_bytes(), &mut Vec::new())
+                            .unwrap()
+                            .info
+                            .time_gmt
+                            .unwrap();
+                        if n <= 15 {
+                            assert_eq!(got.to_bits(), want.to_bits(), "{rec}");
+                        } else {
+                            assert!(((got - want) / want).abs() < 1e-14, "{rec}: {got}");
+                        }
+                    }
+                }
+            }
+        }
+        let t = |rec: &str| scan_record(rec.as_bytes(), &mut Vec::new()).map(|s| s.info.time_gmt);
+        assert_eq!(
+            t(r#"{"timeGMT":-0}"#).unwrap().map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
+        assert!(err(br#"{"timeGMT":-01}"#).contains("byte 11: leading zeros"));
+        assert!(err(br#"{"timeGMT":-x}"#).contains("byte 12: expected a digit after '-'"));
+        assert!(err(br#"{"timeGMT":-}"#).contains("byte 12: expected a digit after '-'"));
+        assert!(err(br#"{"timeGMT":1."#).contains("byte 13: expected a digit after the decimal"));
+    }
+
+    /// Every token boundary of a compact record (where the scanner tests two bytes at once):
+    /// whitespace there changes nothing but the text, and a stray byte there is an error at
+    /// exactly its offset, with the message of the token expected there.
+    #[test]
+    fn whitespace_and_junk_at_every_token_boundary() {
+        let rec = r#"{"hitIdHigh":12,"a":{"b":[1,"x",{"c":true},[]],"d":{}},"hitIdLow":"34","timeGMT":5,"e":[null,-1.5e3,{"f":"g"}],"visIdHigh":7,"visIdLow":8}"#;
+        let base = scan_record(rec.as_bytes(), &mut Vec::new()).unwrap().info;
+        assert_eq!(base.hit_key, Some(HitKey { high: 12, low: 34 }));
+        let mut in_string = false;
+        let mut boundaries = vec![];
+        for (p, c) in rec.bytes().enumerate() {
+            if c == b'"' {
+                in_string = !in_string;
+            }
+            if !in_string
+                && p > 0
+                && (b"{[:,".contains(&rec.as_bytes()[p - 1]) || b"}]:,".contains(&c))
+            {
+                boundaries.push(p);
+            }
+        }
+        assert!(boundaries.len() > 40);
+        for &p in &boundaries {
+            for ws in [" ", "\t", "\r\n "] {
+                let spaced = format!("{}{ws}{}", &rec[..p], &rec[p..]);
+                let mut repaired = Vec::new();
+                let s = scan_record(spaced.as_bytes(), &mut repaired).unwrap();
+                assert_eq!(s.text, spaced.as_bytes());
+                let shift = |(a, b): (u32, u32)| {
+                    let n = if a as usize >= p { ws.len() as u32 } else { 0 };
+                    (a + n, b + n)
+                };
+                let mut want = base;
+                want.bare_ids = base.bare_ids.map(shift);
+                want.bare_ids[base.bare_id_count as usize..].fill((0, 0));
+                assert_eq!(s.info, want, "{spaced}");
+            }
+            let junk = format!("{}x{}", &rec[..p], &rec[p..]);
+            let e = scan_record(junk.as_bytes(), &mut Vec::new()).unwrap_err();
+            assert_eq!(e.offset(), Some(p), "{junk}: {e}");
+            assert!(e.detail().starts_with("expected "), "{junk}: {e}");
+            assert!(e.detail().ends_with("found 'x'"), "{junk}: {e}");
+        }
+    }
+
+    /// The wanted names and nothing else: each one, and each one with any byte changed,
+    /// dropped or added, as a key in a record (in plain text and escaped).
+    #[test]
+    fn names_classified_exactly() {
+        let wanted = [
+            ("hitIdHigh", Field::Id(0)),
+            ("hitIdLow", Field::Id(1)),
+            ("visIdHigh", Field::Id(2)),
+            ("visIdLow", Field::Id(3)),
+            ("mcVisIdHigh", Field::Id(4)),
+            ("mcVisIdLow", Field::Id(5)),
+            ("timeGMT", Field::TimeGmt),
+            ("receivedTimeGMT", Field::ReceivedTimeGmt),
+        ];
+        let field = |name: &[u8]| {
+            let mut rec = b"{\"".to_vec();
+            rec.extend_from_slice(name);
+            rec.extend_from_slice(b"\":1}");
+            let plain = classify(&rec, 2, 2 + name.len());
+            let escaped: String = name.iter().map(|&c| format!("\\u{c:04x}")).collect();
+            assert!(plain == classify_escaped(escaped.as_bytes()), "{name:?}");
+            plain
+        };
+        for (name, want) in wanted {
+            assert!(field(name.as_bytes()) == want, "{name}");
+            let n = name.as_bytes();
+            for k in 0..=n.len() {
+                for c in [b'a', b'h', b'"', b'T', 0] {
+                    let mut changed = n.to_vec();
+                    if k < n.len() {
+                        changed[k] = if changed[k] == c { c ^ 1 } else { c };
+                        assert!(field(&changed) == Field::Other, "{changed:?}");
+                        let mut dropped = n.to_vec();
+                        dropped.remove(k);
+                        assert!(field(&dropped) == Field::Other, "{dropped:?}");
+                    }
+                    let mut added = n.to_vec();
+                    added.insert(k, c);
+                    assert!(field(&added) == Field::Other, "{added:?}");
+                }
+            }
+        }
+        // Keys that pass the length and first-byte test.
+        for other in [
+            "hitSource",
+            "visIdType",
+            "visitNumber",
+            "referrer",
+            "truncated",
+        ] {
+            assert!(field(other.as_bytes()) == Field::Other, "{other}");
+        }
+    }
+
     #[test]
     fn times() {
         let (_, i) = rw(r#"{"timeGMT":-5,"receivedTimeGMT":1.5e3}"#).unwrap();
@@ -1184,13 +1743,81 @@ mod tests {
         assert!(!latin1.info.ascii);
         let invalid = scan_record(b"{\"a\":\"\xff\"}", &mut repaired).unwrap();
         assert!(!invalid.info.ascii && invalid.info.replaced_invalid_utf8);
-        // One non-ASCII byte at every offset of texts around the word sizes.
+        // One non-ASCII character at every offset of strings around the word sizes, in a
+        // value and in a key, near the end of the record and far from it.
         for len in 0..40 {
-            assert!(is_ascii(&vec![b'x'; len]));
-            for at in 0..len {
-                let mut b = vec![b'x'; len];
-                b[at] = 0x80;
-                assert!(!is_ascii(&b), "len {len}, non-ASCII at {at}");
+            let plain = "x".repeat(len);
+            for rec in [
+                format!("{{\"a\":\"{plain}\"}}"),
+                format!("{{\"{plain}\":1,\"b\":\"{plain}\",\"c\":true}}"),
+            ] {
+                assert!(
+                    scan_record(rec.as_bytes(), &mut repaired)
+                        .unwrap()
+                        .info
+                        .ascii
+                );
+                for at in 0..len {
+                    for c in ["é", "€", "😀", "\u{7f}"] {
+                        let mut s = plain.clone();
+                        s.insert_str(at, c);
+                        let rec = rec.replacen(&plain, &s, 1);
+                        let info = scan_record(rec.as_bytes(), &mut repaired).unwrap().info;
+                        assert_eq!(info.ascii, c == "\u{7f}", "{rec}");
+                        assert!(!info.replaced_invalid_utf8);
+                    }
+                }
+            }
+        }
+        // Outside strings a non-ASCII byte is a syntax error, at its offset.
+        assert!(err("{\"a\":1é}".as_bytes()).contains("byte 6: expected ',' or '}'"));
+        assert!(err("{é:1}".as_bytes()).contains("byte 1: expected a member name"));
+    }
+
+    /// The scanner's UTF-8 check inside strings accepts exactly what `str::from_utf8` does:
+    /// every sequence of one to three bytes starting with a non-ASCII byte (the first three
+    /// bytes of any four-byte one too), and the four-byte ones at the edges, at every offset
+    /// of an eight-byte word, in the middle of a string and cut by its end.
+    #[test]
+    fn utf8_in_strings_is_checked_like_from_utf8() {
+        let mut repaired = Vec::new();
+        let mut check = |seq: &[u8]| {
+            for pad in [0, 3, 7, 8] {
+                for tail in [&b"ab"[..], b""] {
+                    let mut rec = b"{\"k\":\"".to_vec();
+                    rec.extend(std::iter::repeat(b'p').take(pad));
+                    rec.extend_from_slice(seq);
+                    rec.extend_from_slice(tail);
+                    rec.extend_from_slice(b"\"}");
+                    let valid = std::str::from_utf8(&rec).is_ok();
+                    let want = String::from_utf8_lossy(&rec).into_owned();
+                    let s = scan_record(&rec, &mut repaired);
+                    match s {
+                        Ok(s) => {
+                            assert_eq!(s.info.replaced_invalid_utf8, !valid, "{seq:x?}");
+                            assert_eq!(s.text, want.as_bytes(), "{seq:x?}");
+                            assert!(!s.info.ascii);
+                        }
+                        Err(e) => panic!("{seq:x?}: {e}"),
+                    }
+                }
+            }
+        };
+        for a in 0x80..=0xffu8 {
+            check(&[a]);
+            for b in 0..=0xffu8 {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    continue;
+                }
+                check(&[a, b]);
+                if a >= 0xe0 && (0x80..0xc0).contains(&b) {
+                    for c in [0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff] {
+                        check(&[a, b, c]);
+                        check(&[a, b, c, 0x80]);
+                        check(&[a, b, c, 0xbf]);
+                        check(&[a, b, c, 0xc0]);
+                    }
+                }
             }
         }
     }
@@ -1294,6 +1921,47 @@ mod tests {
         // Far deeper input fails the same way without exhausting the stack.
         let deep = "{\"a\":".repeat(100_000);
         assert!(err(deep.as_bytes()).contains("nesting deeper"));
+    }
+
+    /// Arrays and objects mixed at every depth up to the cap (the open containers are bits
+    /// in two words): each container is closed by its own bracket, and the wrong one at any
+    /// depth is an error at its offset that names the right one.
+    #[test]
+    fn mixed_nesting_at_every_depth() {
+        for levels in [1, 2, 63, 64, 65, 66, 100, MAX_DEPTH - 1] {
+            let kinds: Vec<bool> = (0..levels).map(|k| (k * 7 + 3) % 5 < 2).collect();
+            let mut open = String::from("{\"r\":");
+            for &arr in &kinds {
+                open.push_str(if arr { "[" } else { "{\"a\":" });
+            }
+            open.push('1');
+            let closers: Vec<char> = kinds
+                .iter()
+                .rev()
+                .map(|&a| if a { ']' } else { '}' })
+                .collect();
+            let rec = format!("{open}{}}}", closers.iter().collect::<String>());
+            assert!(
+                scan_record(rec.as_bytes(), &mut Vec::new()).is_ok(),
+                "{levels}"
+            );
+            for wrong in 0..levels {
+                let mut c = closers.clone();
+                c[wrong] = if c[wrong] == ']' { '}' } else { ']' };
+                let bad = format!("{open}{}}}", c.iter().collect::<String>());
+                let at = open.len() + wrong;
+                let want = if closers[wrong] == ']' {
+                    "',' or ']' after an array element"
+                } else {
+                    "',' or '}' after an object member"
+                };
+                let e = err(bad.as_bytes());
+                assert!(
+                    e.contains(&format!("byte {at}: expected {want}")),
+                    "{levels}/{wrong}: {e}"
+                );
+            }
+        }
     }
 
     #[test]
