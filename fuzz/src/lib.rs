@@ -7,10 +7,8 @@
 //!
 //! - [`targets::framer`]: the framer, plain and gzip, chunked at random; same records as
 //!   the whole body framed at once; the buffer never grows past the cap.
-//! - [`targets::record`]: the record scanner against serde_json (accept/reject agreement,
-//!   key fields, and the quoted output) and against [`reference_record`], the scanner as it
-//!   was before its speed work (exactly the same result: error kinds, offsets and messages
-//!   included).
+//! - [`targets::record`]: the record scanner against serde_json: accept/reject agreement,
+//!   key fields, and the quoted output.
 //! - [`client::client`]: the client state machine under a host whose every move comes from
 //!   the input: the reconnect delay after a loss, the connection limit, silence after close.
 //!
@@ -37,7 +35,6 @@
 pub mod client;
 pub mod driver;
 pub mod gen;
-pub mod reference_record;
 pub mod rng;
 #[path = "../../tests/support/mod.rs"]
 pub mod support;
