@@ -668,6 +668,11 @@ fn digits(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The message of a number with a leading zero (`01`), wherever a number is scanned.
+const LEADING_ZERO: &str = "leading zeros are not allowed in numbers";
+/// What a '-' must be followed by, wherever a number is scanned.
+const DIGIT_AFTER_MINUS: &str = "a digit after '-' (Infinity and NaN are not JSON)";
+
 /// Scans a number at `start` (a '-' or digit) per the JSON grammar. Returns its end and
 /// whether it is an integer (no fraction, no exponent).
 #[inline(always)]
@@ -680,19 +685,11 @@ fn number(b: &[u8], start: usize) -> Scan<(usize, bool)> {
         b'0' => {
             i += 1;
             if at(b, i).is_ascii_digit() {
-                return Err(Fail::Plain(
-                    start,
-                    "leading zeros are not allowed in numbers",
-                ));
+                return Err(Fail::Plain(start, LEADING_ZERO));
             }
         }
         b'1'..=b'9' => i = digits(b, i + 1),
-        _ => {
-            return Err(Fail::Expected(
-                i,
-                "a digit after '-' (Infinity and NaN are not JSON)",
-            ))
-        }
+        _ => return Err(Fail::Expected(i, DIGIT_AFTER_MINUS)),
     }
     match at(b, i) {
         b'.' | b'e' | b'E' => number_tail(b, i).map(|end| (end, false)),
@@ -707,10 +704,7 @@ fn number(b: &[u8], start: usize) -> Scan<(usize, bool)> {
 fn unsigned_number(b: &[u8], start: usize, i: usize) -> Scan<(usize, Option<u64>)> {
     let (end, v) = if at(b, i) == b'0' {
         if at(b, i + 1).is_ascii_digit() {
-            return Err(Fail::Plain(
-                start,
-                "leading zeros are not allowed in numbers",
-            ));
+            return Err(Fail::Plain(start, LEADING_ZERO));
         }
         (i + 1, Some(0))
     } else {
@@ -1002,10 +996,7 @@ impl Fields {
             Field::TimeGmt | Field::ReceivedTimeGmt if c == b'-' || c.is_ascii_digit() => {
                 let digits = i + (c == b'-') as usize;
                 if !at(b, digits).is_ascii_digit() {
-                    return Err(Fail::Expected(
-                        digits,
-                        "a digit after '-' (Infinity and NaN are not JSON)",
-                    ));
+                    return Err(Fail::Expected(digits, DIGIT_AFTER_MINUS));
                 }
                 let (end, int) = unsigned_number(b, i, digits)?;
                 let v = Some(match int {
