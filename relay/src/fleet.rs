@@ -74,14 +74,19 @@ use crate::upstream::{wall_ms, Upstream};
 /// The fencing check every owner write goes through: true when `token` is the slot's
 /// current fence. A missing fence means Redis lost its data (restarted empty) and no owner
 /// acquired since: the writer's token is adopted, so nothing older can follow.
+/// `get_or_set(key, value)`: the key's value, set to `value` first when the key is missing
+/// (also the Stream's generation, [`GENERATION_LUA`]).
 const FENCE_LUA: &str = r#"
-local function fenced(fence_key, token)
-  local f = redis.call('GET', fence_key)
-  if f == false then
-    redis.call('SET', fence_key, token)
-    return true
+local function get_or_set(key, value)
+  local v = redis.call('GET', key)
+  if v == false then
+    redis.call('SET', key, value)
+    return value
   end
-  return tonumber(f) == tonumber(token)
+  return v
+end
+local function fenced(fence_key, token)
+  return tonumber(get_or_set(fence_key, token)) == tonumber(token)
 end
 "#;
 
@@ -126,15 +131,11 @@ return 0
 /// The Stream's generation: a value no generation before had (the proposal of the first
 /// writer to find none). Redis restarted empty has none, so the first owner write after it
 /// starts a new one; every entry carries the generation it was appended in, so a relay can
-/// tell which of the entries it remembers were lost with the old one.
+/// tell which of the entries it remembers were lost with the old one. Needs [`FENCE_LUA`]
+/// before it (for `get_or_set`).
 const GENERATION_LUA: &str = r#"
 local function generation(gen_key, proposal)
-  local g = redis.call('GET', gen_key)
-  if g == false then
-    redis.call('SET', gen_key, proposal)
-    return proposal
-  end
-  return g
+  return get_or_set(gen_key, proposal)
 end
 "#;
 
