@@ -19,6 +19,9 @@ pub const HAS_HIT_ID: u8 = 1;
 /// Bit in [`Batch::flags`]: the record has both visIdHigh and visIdLow.
 pub const HAS_VIS_ID: u8 = 2;
 
+/// [`Batch::chunk_starts`] of a record whose text is not a slice of the fed chunk.
+pub const NOT_IN_CHUNK: u32 = u32::MAX;
+
 /// A batch whose text buffer grew beyond this gives its memory back after delivery.
 const KEEP_BATCH_BYTES: usize = 4 << 20;
 
@@ -93,6 +96,19 @@ pub struct Batch {
     pub received_time_gmt: Vec<f64>,
     /// [`HAS_HIT_ID`] | [`HAS_VIS_ID`] per record.
     pub flags: Vec<u8>,
+    /// Per record, with [`Batch::reference_input`]: the byte offset of the record in the fed
+    /// chunk, or [`NOT_IN_CHUNK`] when its text is not a slice of that chunk (it began in an
+    /// earlier chunk, was inflated from gzip, or had invalid UTF-8 repaired). Empty otherwise.
+    pub chunk_starts: Vec<u32>,
+    /// Per record, with [`Batch::reference_input`]: where its entries in `quotes` begin
+    /// (`n + 1` entries, the last one the end). Empty otherwise.
+    pub quote_at: Vec<u32>,
+    /// Offsets in the fed chunk before which a `"` goes to turn the record's bare ids into
+    /// strings (two per id, sorted): the chunk's bytes with these quotes are the record's
+    /// text in `json`.
+    pub quotes: Vec<u32>,
+    /// The chunk being fed as (address, length), while the host asks for references.
+    input: Option<(usize, usize)>,
     /// Scratch while building: the Latin-1 and the wide records' text and indices.
     spill: [Spill; 2],
     /// True between the first hit of a chunk and [`Batch::finish`].
@@ -128,7 +144,25 @@ impl Batch {
         self.time_gmt.clear();
         self.received_time_gmt.clear();
         self.flags.clear();
+        self.chunk_starts.clear();
+        self.quote_at.clear();
+        self.quotes.clear();
+        self.input = None;
         self.open = false;
+    }
+
+    /// Asks the batch to also say, for the chunk `input` about to be fed, where each record
+    /// lies in it and where its ids need quotes ([`Batch::chunk_starts`], [`Batch::quote_at`],
+    /// [`Batch::quotes`]). A host that keeps the chunk can then give a consumer the records
+    /// long after this batch's memory is reused, without copying the text out now. Call
+    /// after [`Batch::clear`], before feeding `input`.
+    pub fn reference_input(&mut self, input: &[u8]) {
+        self.input = Some((input.as_ptr() as usize, input.len()));
+    }
+
+    /// True when the batch records references into the fed chunk.
+    pub fn references_input(&self) -> bool {
+        self.input.is_some()
     }
 
     /// Closes the ASCII region and appends the other two: `[…]` + `[…]` + `[…]`. Call once
@@ -138,6 +172,9 @@ impl Batch {
             return;
         }
         self.open = false;
+        if self.input.is_some() {
+            self.quote_at.push(self.quotes.len() as u32);
+        }
         self.json.push(b']');
         for k in 0..2 {
             self.regions[k] = self.json.len() as u32;
@@ -173,8 +210,11 @@ impl Batch {
     /// Appends the key columns to `out` in the layout JavaScript reads them with one copy:
     /// `hitIdHigh, hitIdLow, visIdHigh, visIdLow` (u64), `timeGMT, receivedTimeGMT` (f64),
     /// then `starts, ends` (u32) and `flags` (u8), all little-endian; with `n` hits the
-    /// offsets are `0, 8n, 16n, 24n, 32n, 40n, 48n, 52n, 56n`. One copy out of wasm memory
-    /// and views on it cost far less in a browser than a copy per column.
+    /// offsets are `0, 8n, 16n, 24n, 32n, 40n, 48n, 52n, 56n`. With
+    /// [`Batch::reference_input`], `chunk_starts` (n), `quote_at` (n + 1) and `quotes` (u32)
+    /// follow from `r = 57n` rounded up to a multiple of 4: at `r, r + 4n, r + 8n + 4`. One
+    /// copy out of wasm memory and views on it cost far less in a browser than a copy per
+    /// column.
     pub fn pack_columns(&self, out: &mut Vec<u8>) {
         out.clear();
         self.append_packed_columns(out);
@@ -197,7 +237,12 @@ impl Batch {
 
     fn append_packed_columns(&self, out: &mut Vec<u8>) {
         let n = self.len();
-        out.reserve(57 * n);
+        let references = if self.input.is_some() {
+            3 + 4 * (2 * n + 1 + self.quotes.len())
+        } else {
+            0
+        };
+        out.reserve(57 * n + references);
         for col in [
             &self.hit_id_high,
             &self.hit_id_low,
@@ -219,6 +264,15 @@ impl Batch {
             }
         }
         out.extend_from_slice(&self.flags);
+        if self.input.is_some() {
+            // The references, from the next multiple of 4 after the flags.
+            out.resize(out.len().next_multiple_of(4), 0);
+            for col in [&self.chunk_starts, &self.quote_at, &self.quotes] {
+                for v in col.iter() {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
     }
 
     /// The text of hit `i` (a JSON object, ids quoted), once finished.
@@ -226,6 +280,27 @@ impl Batch {
         let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
         // The batch is built from validated UTF-8 only.
         std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl Batch {
+    /// Notes where the record `text` lies in the fed chunk (at `input`, `input_len` bytes
+    /// long) and where its ids need quotes; [`NOT_IN_CHUNK`] when `text` is not a slice of it.
+    fn reference(&mut self, text: &[u8], info: &RecordInfo, input: usize, input_len: usize) {
+        self.quote_at.push(self.quotes.len() as u32);
+        // Addresses are only compared, never dereferenced: the core hands a record that
+        // began and ended in this chunk as a slice of it.
+        let at = (text.as_ptr() as usize).wrapping_sub(input);
+        let inside = at <= input_len && text.len() <= input_len - at;
+        if !inside || info.replaced_invalid_utf8 || input_len > NOT_IN_CHUNK as usize {
+            self.chunk_starts.push(NOT_IN_CHUNK);
+            return;
+        }
+        self.chunk_starts.push(at as u32);
+        for &(start, end) in info.bare_id_spans() {
+            self.quotes.push(at as u32 + start);
+            self.quotes.push(at as u32 + end);
+        }
     }
 }
 
@@ -281,6 +356,9 @@ impl HitSink for Batch {
             f |= HAS_VIS_ID;
         }
         self.flags.push(f);
+        if let Some((input, input_len)) = self.input {
+            self.reference(text, info, input, input_len);
+        }
     }
 }
 
@@ -459,5 +537,130 @@ mod tests {
         assert_eq!(u32_at(48 * n), b.starts[0]);
         assert_eq!(u32_at(52 * n + 4), b.ends[1]);
         assert_eq!(&out[56 * n..], &b.flags[..]);
+    }
+
+    /// A client with one slot open and reading a 200 body, as a host would have it.
+    fn reading_client() -> (crate::core::Client, crate::core::AttemptId) {
+        use crate::core::{Client, Config, Instant, Options, Output, ResponseHead};
+        let config = Config::new(Options {
+            url: Some("https://localhost/stream".into()),
+            ..Options::default()
+        })
+        .unwrap();
+        let mut client = Client::new(config, 1);
+        client.start(Instant::ZERO);
+        let mut attempt = None;
+        loop {
+            match client.poll_output() {
+                Output::Connect(req) => attempt = Some(req.attempt),
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        let attempt = attempt.expect("a connect");
+        let head = ResponseHead {
+            status: 200,
+            ..ResponseHead::default()
+        };
+        client.handle_response(attempt, head, Instant::ZERO);
+        (client, attempt)
+    }
+
+    /// `chunk[start..end]` with a `"` inserted before each offset in `quotes`: what a host
+    /// rebuilds from a referenced record.
+    fn quoted(chunk: &[u8], start: usize, end: usize, quotes: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = start;
+        for &q in quotes {
+            out.extend_from_slice(&chunk[at..q as usize]);
+            out.push(b'"');
+            at = q as usize;
+        }
+        out.extend_from_slice(&chunk[at..end]);
+        out
+    }
+
+    #[test]
+    fn referenced_records_rebuild_the_quoted_text_at_every_cut() {
+        let body = concat!(
+            "{\"hitIdHigh\":2948027281753079808,\"hitIdLow\":6917529027641081856,\"visIdHigh\":7,\"visIdLow\":8,\"pageName\":\"home\"}\r\n",
+            "{\"hitIdHigh\":\"3\",\"hitIdLow\":4,\"geoCity\":\"Zürich\"}\n",
+            "  {\"hitIdLow\":6,\"hitIdHigh\":5,\"hitIdHigh\":55,\"n\":{\"hitIdHigh\":9}, \"t\":\"東京 🙂\"}  \r\n",
+            "\n{\"a\":1}\n",
+            "{\"hitIdHigh\":10,\"hitIdLow\":11,\"bad\":\"\u{0}\"}\n",
+        )
+        .replace('\u{0}', "\u{fffd}");
+        let mut body = body.into_bytes();
+        // An invalid byte in the last record: repaired, so never a slice of the chunk.
+        let bad = body.len() - 5;
+        body[bad] = 0xff;
+        body.truncate(bad + 1);
+        body.extend_from_slice(b"\"}\n");
+        for cut in 0..=body.len() {
+            let (mut client, attempt) = reading_client();
+            let mut texts = Vec::new();
+            let mut referenced = 0;
+            for part in [&body[..cut], &body[cut..]] {
+                let mut b = Batch::default();
+                b.reference_input(part);
+                client.handle_data(attempt, part, crate::core::Instant::ZERO, &mut b);
+                b.finish();
+                let n = b.len();
+                assert_eq!(b.chunk_starts.len(), n);
+                assert_eq!(b.quote_at.len(), if n > 0 { n + 1 } else { 0 });
+                for i in 0..n {
+                    let record = b.record(i).as_bytes();
+                    let q = &b.quotes[b.quote_at[i] as usize..b.quote_at[i + 1] as usize];
+                    if b.chunk_starts[i] == NOT_IN_CHUNK {
+                        assert!(q.is_empty());
+                    } else {
+                        let start = b.chunk_starts[i] as usize;
+                        let end = start + record.len() - q.len();
+                        assert!(end <= part.len());
+                        assert_eq!(quoted(part, start, end, q), record, "cut {cut}, hit {i}");
+                        referenced += 1;
+                    }
+                    texts.push(record.to_vec());
+                }
+                let mut packed = Vec::new();
+                b.pack_columns(&mut packed);
+                let r = (57 * n).next_multiple_of(4);
+                if n > 0 {
+                    let u32_at =
+                        |off: usize| u32::from_le_bytes(packed[off..off + 4].try_into().unwrap());
+                    assert_eq!(u32_at(r), b.chunk_starts[0]);
+                    assert_eq!(u32_at(r + 4 * n), 0);
+                    assert_eq!(u32_at(r + 8 * n), b.quotes.len() as u32);
+                    assert_eq!(packed.len(), r + 4 * (2 * n + 1 + b.quotes.len()));
+                }
+            }
+            assert_eq!(texts.len(), 5, "cut {cut}");
+            // Every valid record whose line (LF included) lies in one part is referenced; the
+            // one the cut falls in and the repaired one are not.
+            let mut expected = 0;
+            let mut line_start = 0;
+            for (k, &c) in body.iter().enumerate() {
+                if c == b'\n' {
+                    let blank = body[line_start..k].iter().all(|c| c.is_ascii_whitespace());
+                    let repaired = body[line_start..k].contains(&0xff);
+                    if !blank && !repaired && (cut <= line_start || cut > k) {
+                        expected += 1;
+                    }
+                    line_start = k + 1;
+                }
+            }
+            assert_eq!(referenced, expected, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn without_references_the_columns_are_unchanged() {
+        let mut b = Batch::default();
+        feed(&mut b, &[r#"{"hitIdHigh":1,"hitIdLow":2}"#]);
+        assert!(!b.references_input());
+        assert!(b.chunk_starts.is_empty() && b.quote_at.is_empty() && b.quotes.is_empty());
+        let mut out = Vec::new();
+        b.pack_columns(&mut out);
+        assert_eq!(out.len(), 57);
     }
 }

@@ -33,7 +33,7 @@ use crate::core::{AttemptId, Client, ClientState, Config, Instant, ResponseHead}
 use crate::crossing::Batch;
 
 /// Where the last batch lies in wasm memory (see [`Engine::layout`]).
-const LAYOUT_WORDS: usize = 7;
+const LAYOUT_WORDS: usize = 8;
 
 /// One client: the core, the batch being built, the input buffer. Internal to the package:
 /// users hold the JavaScript `LiveStream`.
@@ -199,11 +199,15 @@ impl Engine {
 
     /// Feeds the first `len` bytes of the input buffer as a body chunk of `attempt`. Returns
     /// the number of new hits laid out for [`Engine::layout`], plus 2^31 when outputs are
-    /// waiting (call [`Engine::drain`]).
-    pub fn feed(&mut self, attempt: f64, len: usize, now: f64) -> u32 {
+    /// waiting (call [`Engine::drain`]). With `reference` (a host that keeps the chunk), the
+    /// layout also says where each record lies in the chunk (`Batch::reference_input`).
+    pub fn feed(&mut self, attempt: f64, len: usize, now: f64, reference: bool) -> u32 {
         let now = self.now(now);
         self.batch.clear();
         let len = len.min(self.input.len());
+        if reference {
+            self.batch.reference_input(&self.input[..len]);
+        }
         let Engine {
             client,
             batch,
@@ -222,9 +226,10 @@ impl Engine {
     }
 
     /// Where the last batch lies in wasm memory: `[textPtr, textLen, columnsPtr, columnsLen, n,
-    /// latin1At, wideAt]`: the text (`Batch::json`), then from the next multiple of 8 the
-    /// columns as `Batch::pack_columns` lays them out (57 bytes a hit), so one copy from
-    /// `textPtr` to the columns' end carries both out. The pointer stays the same for the engine's
+    /// latin1At, wideAt, quotes]`: the text (`Batch::json`), then from the next multiple of 8
+    /// the columns as `Batch::pack_columns` lays them out (57 bytes a hit, then the
+    /// references when asked for, `quotes` being the length of the last array), so one copy
+    /// from `textPtr` to the columns' end carries both out. The pointer stays the same for the engine's
     /// life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
@@ -310,6 +315,7 @@ impl Engine {
         l[4] = b.len() as u32;
         l[5] = b.regions[0];
         l[6] = b.regions[1];
+        l[7] = b.quotes.len() as u32;
     }
 }
 

@@ -449,6 +449,113 @@ scenario("onBatch alone: batches decode their text only when asked, and stay rig
   assert.equal(k, total, "hits in all batches");
 });
 
+/**
+ * A body that exercises every way a record can lie in the chunks: large bare ids, string
+ * ids, repeated and nested id keys, escapes, Latin-1, wide text and emoji, whitespace
+ * around a record, records without ids, invalid UTF-8 (repaired by the engine) and records
+ * longer than most chunks. Returns the bytes and chunk lengths that cut it everywhere.
+ */
+function mixedBody(n) {
+  const parts = [];
+  for (let i = 0; i < n; i++) {
+    const big = String(2n ** 64n - 1n - BigInt(i));
+    const mid = String(2n ** 53n + BigInt(i));
+    const line = [
+      `{"hitIdHigh":${big},"hitIdLow":${mid},"visIdHigh":${mid},"visIdLow":${big},"pageName":"plain ${i}"}`,
+      `{"hitIdHigh":"${i}","hitIdLow":"${big}","geoCity":"Z\u00fcrich ${i}"}`,
+      `{"hitIdHigh":1,"hitIdLow":${big},"hitIdHigh":${mid},"x":{"hitIdHigh":12345678901234567890},"t":"\u6771\u4eac \u{1f600} ${i}"}`,
+      `  {"hitIdLow": ${mid} , "hitIdHigh" : ${big}, "e":"\\u00e9\\ud83d\\ude00 ${i}"}  `,
+      null, // invalid UTF-8, below
+      `{"hitIdHigh":${mid},"hitIdLow":${mid},"pad":"${"p".repeat(2500 + i)}"}`,
+      `{"a":[1,2,{"b":null}],"i":${i}}`,
+      `{"hitIdHigh":${big},"hitIdLow":${i},"p":"\u00ff\u00e9 ${i}"}`,
+    ][i % 8];
+    if (line === null) {
+      const head = bytes(`{"hitIdHigh":${i},"hitIdLow":${big},"bad":"x`);
+      const tail = bytes(` ${i}"}`);
+      parts.push(head, Uint8Array.of(0xff), tail);
+    } else parts.push(bytes(line));
+    parts.push(bytes(i % 3 === 0 ? "\n" : "\r\n"));
+  }
+  const body = new Uint8Array(parts.reduce((k, p) => k + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    body.set(p, at);
+    at += p.length;
+  }
+  return body;
+}
+
+/** `body` cut into chunks of lengths cycling through `sizes`. */
+function cutInto(body, sizes) {
+  const chunks = [];
+  for (let at = 0, k = 0; at < body.length; k++) {
+    const size = sizes[k % sizes.length];
+    chunks.push(body.slice(at, at + size));
+    at += size;
+  }
+  return chunks;
+}
+
+scenario("onBatch alone: batches that refer to their chunks give onHits' records, in the callback, after later chunks and after free()", async ({ LiveStream }) => {
+  // With onBatch as the only consumer a batch keeps the chunk its records came from instead
+  // of a copy of the engine's text, and puts the id quotes back when a record is read; during
+  // the callback it reads the engine's text in place. Every way of reading must give what
+  // onHits (the engine's text, copied) gives, for plain and gzip bodies.
+  const n = 240;
+  const body = mixedBody(n);
+  const sizes = [1, 7, 64, 500, 1500, 4096, 30_000, 3];
+  for (const gz of [false, true]) {
+    // The gzip helper takes text: the bad byte arrives as U+FFFD there, already repaired.
+    const wire = gz ? await gzip(new TextDecoder().decode(body)) : body;
+    const what = gz ? "gzip body" : "plain body";
+    const run = async (callbacks) => {
+      const ls = new LiveStream({
+        url: `${EXAMPLE}/x`, token: "t",
+        fetch: fakeFetch([{ status: 200, chunks: cutInto(wire, sizes), hold: true }]),
+        ...callbacks,
+      });
+      return ls;
+    };
+    const expected = [];
+    const a = await run({ onHits: (hits) => { expected.push(...hits); } });
+    a.start();
+    await poll(`${what}: onHits gets all ${n} hits`, () => expected.length >= n, 10_000);
+    a.free();
+    assert.equal(expected.length, n, `${what}: hits by onHits`);
+
+    const batches = [];
+    const inCallback = [];
+    const textsInCallback = [];
+    const b = await run({
+      onBatch: (batch) => {
+        batches.push(batch);
+        for (let i = 0; i < batch.length; i++) textsInCallback.push(batch.text(i));
+        inCallback.push(...batch.toArray());
+      },
+    });
+    b.start();
+    await poll(`${what}: onBatch gets all ${n} hits`, () => inCallback.length >= n, 10_000);
+    assert.deepEqual(inCallback, expected, `${what}: toArray() in the callback`);
+    assert.deepEqual(textsInCallback.map((t) => JSON.parse(t)), expected, `${what}: text(i) in the callback`);
+    const readAll = (when) => {
+      let k = 0;
+      for (const batch of batches) {
+        const all = batch.toArray();
+        for (let i = 0; i < batch.length; i++, k++) {
+          assert.equal(batch.text(i), textsInCallback[k], `${what}, ${when}: text(${i}) of hit ${k}`);
+          assert.deepEqual(batch.get(i), expected[k], `${what}, ${when}: get(${i}) of hit ${k}`);
+          assert.deepEqual(all[i], expected[k], `${what}, ${when}: toArray()[${i}] of hit ${k}`);
+        }
+      }
+      assert.equal(k, n, `${what}, ${when}: hits in all batches`);
+    };
+    readAll("after later chunks");
+    b.free();
+    readAll("after free()");
+  }
+});
+
 scenario("onHits alone (hits read from wasm memory in place) keeps mixed text and stream order", async ({ LiveStream }) => {
   // With onHits as the only consumer the host parses each batch before the next chunk is fed
   // and reads the non-ASCII records and the offsets where the engine wrote them; a chunk of
