@@ -114,6 +114,33 @@ fn end_of_stream_waits_at_least_the_delay_then_reconnects() {
 }
 
 #[test]
+fn a_waiting_slot_gives_its_cause_without_the_schedule() {
+    // A host that shows its own countdown (the relay's /status, the demo's relay card) uses
+    // `cause`; `reason` (the status event's words) also says when the next attempt is.
+    let mut h = Harness::started(options());
+    h.respond(0, 200);
+    let open = h.client.stats().slots[0].clone();
+    assert_eq!(open.cause, open.reason, "no schedule while open");
+    h.now = 5_000;
+    h.end(0);
+    let slot = h.client.stats().slots[0].clone();
+    assert_eq!(slot.state, SlotState::Waiting);
+    assert_eq!(slot.cause, "the server ended the stream");
+    assert!(
+        slot.reason
+            .starts_with("the server ended the stream; next attempt in "),
+        "{}",
+        slot.reason
+    );
+    assert_eq!(slot.reason, h.last_status(0).reason);
+    let wait = h.retry_in_ms(0).unwrap();
+    h.advance(wait);
+    let again = h.client.stats().slots[0].clone();
+    assert_eq!(again.state, SlotState::Connecting);
+    assert_eq!(again.cause, again.reason);
+}
+
+#[test]
 fn conflict_shows_error_description_and_backs_off() {
     let mut h = Harness::started(options());
     h.respond_body(

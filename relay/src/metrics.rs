@@ -17,7 +17,7 @@ pub struct SlotView {
     pub state: &'static str,
     /// Last HTTP status seen on this slot.
     pub http_status: Option<u16>,
-    /// Why it is in this state (the core's words).
+    /// Why it is in this state (the core's `SlotStats::cause`: no schedule, see `retry_in_ms`).
     pub reason: String,
     /// While waiting: the wait scheduled, ms.
     pub retry_in_ms: Option<u64>,

@@ -409,7 +409,7 @@ impl Upstream {
             let view = SlotView {
                 state: s.state.as_str(),
                 http_status: s.http_status,
-                reason: s.reason.clone(),
+                reason: s.cause.clone(),
                 retry_in_ms: s.next_attempt_at.map(|t| (t - now).as_millis() as u64),
             };
             if u.slots.len() <= o.slot {
@@ -441,7 +441,7 @@ impl Upstream {
                 .map(|s| SlotView {
                     state: s.state.as_str(),
                     http_status: s.http_status,
-                    reason: s.reason.clone(),
+                    reason: s.cause.clone(),
                     retry_in_ms: s.next_attempt_at.map(|t| (t - now).as_millis() as u64),
                 })
                 .collect(),

@@ -278,8 +278,12 @@ pub struct SlotStats {
     pub http_status: Option<u16>,
     /// While waiting: when the next attempt is due.
     pub next_attempt_at: Option<Instant>,
-    /// Why it is in this state.
+    /// Why it is in this state (as in the last status event; while waiting it ends with when
+    /// the next attempt is).
     pub reason: String,
+    /// Why it is in this state without when the next attempt is: `reason` less its schedule,
+    /// for a host that shows `next_attempt_at` as a live countdown beside it.
+    pub cause: String,
     /// Hits delivered from this slot.
     pub hits: u64,
     /// Body bytes received on this slot.
@@ -348,6 +352,8 @@ struct Slot {
     requested_url: String,
     http_status: Option<u16>,
     reason: String,
+    /// `reason` without the time of the next attempt (see [`SlotStats::cause`]).
+    cause: String,
     next_attempt_at: Option<Instant>,
     opened_at: Option<Instant>,
     /// Hits delivered by the current connection (a connection that delivered is a success).
@@ -402,6 +408,7 @@ impl Client {
                 requested_url: String::new(),
                 http_status: None,
                 reason: "not started".to_string(),
+                cause: "not started".to_string(),
                 next_attempt_at: None,
                 opened_at: None,
                 hits_this_connection: 0,
@@ -466,12 +473,17 @@ impl Client {
                     let left = at - now;
                     let slot = &mut self.slots[i];
                     slot.next_attempt_at = Some(at);
+                    let cause = format!(
+                        "taking over a connection lost {} ago; the service still holds its slot (KA-16598)",
+                        Human(now - lost)
+                    );
                     let reason = format!(
                         "taking over a connection lost {} ago; the service still holds its slot, so the first attempt waits {} (KA-16598)",
                         Human(now - lost),
                         Human(left)
                     );
                     self.set_state(i, SlotState::Waiting, now, None, Some(left), reason);
+                    self.slots[i].cause = cause;
                 }
                 _ => self.connect(i, None, false, now),
             }
@@ -878,6 +890,7 @@ impl Client {
                     http_status: s.http_status,
                     next_attempt_at: s.next_attempt_at,
                     reason: s.reason.clone(),
+                    cause: s.cause.clone(),
                     hits: s.hits,
                     bytes: s.bytes,
                     connects: s.connects,
@@ -1043,6 +1056,7 @@ impl Client {
         self.error(code, message.clone(), Some(i), http_status, false);
         let reason = format!("{message}; next attempt in {}", Human(wait));
         self.set_state(i, SlotState::Waiting, now, http_status, Some(wait), reason);
+        self.slots[i].cause = message;
     }
 
     fn fail(
@@ -1081,6 +1095,7 @@ impl Client {
         slot.state = state;
         slot.since = now;
         slot.reason = reason.clone();
+        slot.cause = reason.clone();
         self.outputs
             .push_back(Output::Event(Event::Status(StatusEvent {
                 slot: SlotId(i as u8),
