@@ -188,7 +188,12 @@ export interface LiveStreamOptions {
   onError?: (error: ErrorEvent) => void | Promise<void>;
 }
 
-/** One chunk's new hits: typed columns of the key fields, records parsed on demand. */
+/**
+ * One chunk's new hits: typed columns of the key fields, records parsed on demand. Valid
+ * after the callback. From `onBatch` as the only consumer, a batch refers to the received
+ * chunk rather than a copy of its text (keeping a batch keeps that chunk), and `toArray()`
+ * after the callback parses record by record.
+ */
 export class HitBatch implements Iterable<Hit> {
   private constructor();
   /** The connection slot the chunk came from. */
