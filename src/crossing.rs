@@ -653,6 +653,72 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Any body of mixed records, cut anywhere: with references the batches hold the same
+        /// records as without, and every referenced one is its chunk's bytes with the quotes.
+        #[test]
+        fn references_change_nothing_and_rebuild_every_record(
+            kinds in proptest::collection::vec(0u8..10, 1..40),
+            cuts in proptest::collection::vec(1usize..3000, 1..40),
+        ) {
+            let mut body = Vec::new();
+            for (i, k) in kinds.iter().enumerate() {
+                let big = u64::MAX - i as u64;
+                let line: Vec<u8> = match k {
+                    0 => format!("{{\"hitIdHigh\":{big},\"hitIdLow\":{i},\"p\":\"plain\"}}").into(),
+                    1 => format!("{{\"hitIdHigh\":\"{i}\",\"hitIdLow\":{big},\"c\":\"Z\u{fc}rich\"}}").into(),
+                    2 => format!("{{\"hitIdHigh\":1,\"hitIdLow\":{i},\"hitIdHigh\":{big},\"t\":\"\u{6771} \u{1f600}\"}}").into(),
+                    3 => format!("  {{ \"visIdHigh\" : {i} , \"visIdLow\":{big} }} \t").into(),
+                    4 => {
+                        let mut v: Vec<u8> = format!("{{\"hitIdHigh\":{i},\"hitIdLow\":7,\"b\":\"x").into();
+                        v.push(0xff);
+                        v.extend_from_slice(b"\"}");
+                        v
+                    }
+                    5 => format!("{{\"hitIdHigh\":{i},\"hitIdLow\":8,\"pad\":\"{}\"}}", "p".repeat(i * 97 % 4000)).into(),
+                    6 => b"not json".to_vec(),
+                    7 => b"   ".to_vec(),
+                    8 => format!("{{\"a\":[1,{{\"hitIdHigh\":{big}}}],\"e\":\"\\u00e9\"}}").into(),
+                    _ => format!("{{\"hitIdLow\":{i},\"hitIdHigh\":9,\"y\":\"\u{ff}\"}}").into(),
+                };
+                body.extend_from_slice(&line);
+                body.extend_from_slice(if i % 2 == 0 { b"\r\n" } else { b"\n" });
+            }
+            let run = |reference: bool| {
+                let (mut client, attempt) = reading_client();
+                let mut texts = Vec::new();
+                let (mut at, mut k) = (0, 0);
+                while at < body.len() {
+                    let end = (at + cuts[k % cuts.len()]).min(body.len());
+                    let part = &body[at..end];
+                    let mut b = Batch::default();
+                    if reference {
+                        b.reference_input(part);
+                    }
+                    client.handle_data(attempt, part, crate::core::Instant::ZERO, &mut b);
+                    b.finish();
+                    for i in 0..b.len() {
+                        let record = b.record(i).as_bytes().to_vec();
+                        if reference && b.chunk_starts[i] != NOT_IN_CHUNK {
+                            let q = &b.quotes[b.quote_at[i] as usize..b.quote_at[i + 1] as usize];
+                            let start = b.chunk_starts[i] as usize;
+                            let end = start + record.len() - q.len();
+                            proptest::prop_assert_eq!(quoted(part, start, end, q), record.clone());
+                        }
+                        texts.push(record);
+                    }
+                    at = end;
+                    k += 1;
+                }
+                Ok(texts)
+            };
+            let plain = run(false)?;
+            let referenced = run(true)?;
+            proptest::prop_assert_eq!(plain, referenced);
+        }
+    }
+
     #[test]
     fn without_references_the_columns_are_unchanged() {
         let mut b = Batch::default();

@@ -8,14 +8,49 @@
 //!   with a fresh token after a 401 (KA-16598);
 //! - never more attempts in flight than `connections`, never two for one slot;
 //! - every output names a known attempt; a body is read only after a 200;
-//! - after `close`, nothing but the close's own events: no connect, no read, no timer.
+//! - after `close`, nothing but the close's own events: no connect, no read, no timer;
+//! - the web host's batch, asked for references into each chunk, gives every record that is
+//!   a slice of the chunk as that slice with the id quotes put back.
 
 use livestream_wasm::core::{
     AttemptId, Client, Config, Duration, Event, HitSink, Instant, Options, Output, RecordInfo,
     ResponseHead, SlotId, SlotState, TokenSource,
 };
 
+use livestream_wasm::crossing::{Batch, NOT_IN_CHUNK};
+
 use crate::support::VirtualHost;
+
+/// Checks the references of `batch`, fed `chunk`: each record not marked [`NOT_IN_CHUNK`]
+/// is the chunk's bytes from its start with a `"` before each of its quote offsets.
+fn check_references(batch: &Batch, chunk: &[u8]) {
+    let n = batch.len();
+    assert_eq!(batch.chunk_starts.len(), n, "one chunk start a record");
+    assert_eq!(
+        batch.quote_at.len(),
+        if n > 0 { n + 1 } else { 0 },
+        "quote_at has n + 1 entries"
+    );
+    for i in 0..n {
+        let text = &batch.json[batch.starts[i] as usize..batch.ends[i] as usize];
+        assert!(std::str::from_utf8(text).is_ok(), "hit text is not UTF-8");
+        let quotes = &batch.quotes[batch.quote_at[i] as usize..batch.quote_at[i + 1] as usize];
+        if batch.chunk_starts[i] == NOT_IN_CHUNK {
+            assert!(quotes.is_empty(), "quotes for a record not in the chunk");
+            continue;
+        }
+        let mut rebuilt = Vec::new();
+        let mut at = batch.chunk_starts[i] as usize;
+        for &q in quotes {
+            rebuilt.extend_from_slice(&chunk[at..q as usize]);
+            rebuilt.push(b'"');
+            at = q as usize;
+        }
+        let end = batch.chunk_starts[i] as usize + text.len() - quotes.len();
+        rebuilt.extend_from_slice(&chunk[at..end]);
+        assert_eq!(rebuilt, text, "record {i} rebuilt from the chunk");
+    }
+}
 
 /// Reads the input as a stream of small numbers; zeros once it runs out.
 struct Bytes<'a>(&'a [u8]);
@@ -334,7 +369,12 @@ impl Host {
                     chunk.extend_from_slice(input.pick(CHUNKS));
                 }
                 let (id, now) = (self.attempts[k].id, self.at());
-                self.client.handle_data(id, &chunk, now, &mut self.hits);
+                let mut batch = Batch::default();
+                batch.reference_input(&chunk);
+                self.client.handle_data(id, &chunk, now, &mut batch);
+                batch.finish();
+                check_references(&batch, &chunk);
+                self.hits.0 += batch.len() as u64;
                 self.drain();
             }
             11 => {
