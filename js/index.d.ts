@@ -45,8 +45,10 @@ interface StatusBase {
   connection: number;
   /** The HTTP status behind the change, when there is one. */
   httpStatus?: number;
-  /** Why, in words a user can act on. */
+  /** Why, in words a user can act on (while waiting, it ends with when the next attempt is). */
   reason: string;
+  /** Why, without when the next attempt is: `reason` except while waiting, for a page that shows `retryInMs` as a live countdown beside it. */
+  cause: string;
 }
 
 /** A connection's change of state, for `onStatus`; `retryInMs` comes with `waiting`. */

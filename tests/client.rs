@@ -133,6 +133,7 @@ fn a_waiting_slot_gives_its_cause_without_the_schedule() {
         slot.reason
     );
     assert_eq!(slot.reason, h.last_status(0).reason);
+    assert_eq!(slot.cause, h.last_status(0).cause);
     let wait = h.retry_in_ms(0).unwrap();
     h.advance(wait);
     let again = h.client.stats().slots[0].clone();

@@ -306,7 +306,8 @@ function onStatus(status) {
   s.fromCallback = true;
   if (status.httpStatus != null) s.httpStatus = status.httpStatus;
   s.waitStatus = next === "waiting" ? status.httpStatus ?? null : null;
-  s.reason = status.reason || "";
+  // The card shows its own live countdown while waiting, so the cause without the schedule.
+  s.reason = status.cause || status.reason || "";
   s.deadline = next === "waiting" && status.retryInMs != null ? performance.now() + status.retryInMs : null;
   dirty.slots = dirty.summary = dirty.share = true;
   schedule();
@@ -377,7 +378,7 @@ function pollStats() {
         if (!s.fromCallback && x.state) {
           if (s.state !== x.state) s.since = now;
           s.state = x.state;
-          s.reason = x.reason ?? s.reason;
+          s.reason = x.cause ?? x.reason ?? s.reason;
           if (x.httpStatus != null) s.httpStatus = x.httpStatus;
         }
         if (s.state === "waiting" && x.state === "waiting" && x.nextAttemptInMs != null) {

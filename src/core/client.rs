@@ -229,8 +229,11 @@ pub struct StatusEvent {
     pub http_status: Option<u16>,
     /// While `Waiting`: the wait actually scheduled.
     pub retry_in: Option<Duration>,
-    /// Why, in words a user can act on.
+    /// Why, in words a user can act on (while waiting, ending with when the next attempt is).
     pub reason: String,
+    /// Why, without when the next attempt is: `reason` except while waiting, for a host that
+    /// shows `retry_in` as a live countdown beside it.
+    pub cause: String,
 }
 
 /// A problem, for `onError`.
@@ -482,8 +485,14 @@ impl Client {
                         Human(now - lost),
                         Human(left)
                     );
-                    self.set_state(i, SlotState::Waiting, now, None, Some(left), reason);
-                    self.slots[i].cause = cause;
+                    self.set_state(
+                        i,
+                        SlotState::Waiting,
+                        now,
+                        None,
+                        Some((left, cause)),
+                        reason,
+                    );
                 }
                 _ => self.connect(i, None, false, now),
             }
@@ -1055,8 +1064,14 @@ impl Client {
         slot.opened_at = None;
         self.error(code, message.clone(), Some(i), http_status, false);
         let reason = format!("{message}; next attempt in {}", Human(wait));
-        self.set_state(i, SlotState::Waiting, now, http_status, Some(wait), reason);
-        self.slots[i].cause = message;
+        self.set_state(
+            i,
+            SlotState::Waiting,
+            now,
+            http_status,
+            Some((wait, message)),
+            reason,
+        );
     }
 
     fn fail(
@@ -1082,20 +1097,26 @@ impl Client {
         }
     }
 
+    /// Moves slot `i` to `state` and queues its status event. `wait`, while waiting: the wait
+    /// scheduled and the cause without it (`reason` says both).
     fn set_state(
         &mut self,
         i: usize,
         state: SlotState,
         now: Instant,
         http_status: Option<u16>,
-        retry_in: Option<Duration>,
+        wait: Option<(Duration, String)>,
         reason: String,
     ) {
+        let (retry_in, cause) = match wait {
+            Some((wait, cause)) => (Some(wait), cause),
+            None => (None, reason.clone()),
+        };
         let slot = &mut self.slots[i];
         slot.state = state;
         slot.since = now;
         slot.reason = reason.clone();
-        slot.cause = reason.clone();
+        slot.cause = cause.clone();
         self.outputs
             .push_back(Output::Event(Event::Status(StatusEvent {
                 slot: SlotId(i as u8),
@@ -1103,6 +1124,7 @@ impl Client {
                 http_status,
                 retry_in,
                 reason,
+                cause,
             })));
     }
 

@@ -303,7 +303,7 @@ pub fn output(out: &Output) -> JsValue {
     o.into()
 }
 
-/// `{ connection, state, httpStatus?, retryInMs?, reason }`.
+/// `{ connection, state, httpStatus?, retryInMs?, reason, cause }`.
 pub fn status(e: &StatusEvent) -> JsValue {
     let o = Object::new();
     set(&o, "connection", &num(e.slot.index() as u32));
@@ -315,6 +315,7 @@ pub fn status(e: &StatusEvent) -> JsValue {
         set(&o, "retryInMs", &ms(d));
     }
     set(&o, "reason", &JsValue::from_str(&e.reason));
+    set(&o, "cause", &JsValue::from_str(&e.cause));
     o.into()
 }
 
@@ -362,6 +363,7 @@ pub fn stats(s: &Stats, now: Instant, wall_now: f64) -> JsValue {
             }
         }
         set(&so, "reason", &JsValue::from_str(&slot.reason));
+        set(&so, "cause", &JsValue::from_str(&slot.cause));
         set(&so, "hits", &num(slot.hits as f64));
         set(&so, "bytes", &num(slot.bytes as f64));
         set(&so, "connects", &num(slot.connects as f64));

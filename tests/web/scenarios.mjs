@@ -309,6 +309,11 @@ scenario("emulator: a 409 waits at least the delay, then reconnects", async ({ L
   assert.equal(waiting.httpStatus, 409);
   assert.atLeast(waiting.retryInMs, 250, "retryInMs");
   assert.includes(waiting.reason, "too many clients");
+  assert.includes(waiting.reason, "next attempt in", "the reason says when");
+  assert.includes(waiting.cause, "too many clients");
+  assert.equal(waiting.cause.includes("next attempt"), false, `the cause leaves the schedule out: ${waiting.cause}`);
+  const open = log.statuses[3].status;
+  assert.equal(open.cause, open.reason, "outside waiting the cause is the reason");
   assert.atLeast(tNext - tWait, waiting.retryInMs - 2, "ms between waiting and the next connect");
   const err = log.errors[0];
   assert.equal(err.code, "conflict");
