@@ -107,8 +107,9 @@ export function hitsFromText(t, starts, ends) {
 
 /**
  * One chunk's new hits for `onBatch`: the key fields as typed arrays, the records as text
- * parsed only when asked for. Everything is copied out of wasm memory, so a batch stays valid
- * after the callback returns.
+ * parsed only when asked for. The columns are copied out of wasm memory and the text is a
+ * copy or the chunk itself (read in wasm memory only while the engine has not moved on), so a
+ * batch stays valid after the callback returns.
  */
 export class HitBatch {
   #text;
