@@ -94,22 +94,36 @@ function isBrowser() {
 }
 
 /**
+ * Where each packed column of `n` hits starts, from the columns' start: the layout of
+ * src/crossing.rs `Batch::pack_columns` (u64 ids, f64 times, u32 starts/ends, u8 flags, then,
+ * with references, u32 chunkStarts, quoteAt (n + 1) and quotes from a multiple of 4).
+ */
+function columnOffsets(n) {
+  const refs = (57 * n + 3) & ~3;
+  return {
+    hitIdHigh: 0, hitIdLow: 8 * n, visIdHigh: 16 * n, visIdLow: 24 * n,
+    timeGMT: 32 * n, receivedTimeGMT: 40 * n, starts: 48 * n, ends: 52 * n, flags: 56 * n,
+    chunkStarts: refs, quoteAt: refs + 4 * n, quotes: refs + 8 * n + 4,
+  };
+}
+
+/**
  * A HitBatch over `n` hits whose key columns are packed in `columns` from `at` (see
- * src/crossing.rs `pack_columns`): views, not copies.
+ * columnOffsets): views, not copies.
  */
 function columnsBatch(connection, text, columns, at, n) {
-  const n8 = n * 8;
+  const o = columnOffsets(n);
   return new HitBatch(
     connection, text,
-    new Uint32Array(columns, at + 6 * n8, n),
-    new Uint32Array(columns, at + 6 * n8 + 4 * n, n),
-    new BigUint64Array(columns, at, n),
-    new BigUint64Array(columns, at + n8, n),
-    new BigUint64Array(columns, at + 2 * n8, n),
-    new BigUint64Array(columns, at + 3 * n8, n),
-    new Float64Array(columns, at + 4 * n8, n),
-    new Float64Array(columns, at + 5 * n8, n),
-    new Uint8Array(columns, at + 6 * n8 + 8 * n, n),
+    new Uint32Array(columns, at + o.starts, n),
+    new Uint32Array(columns, at + o.ends, n),
+    new BigUint64Array(columns, at + o.hitIdHigh, n),
+    new BigUint64Array(columns, at + o.hitIdLow, n),
+    new BigUint64Array(columns, at + o.visIdHigh, n),
+    new BigUint64Array(columns, at + o.visIdLow, n),
+    new Float64Array(columns, at + o.timeGMT, n),
+    new Float64Array(columns, at + o.receivedTimeGMT, n),
+    new Uint8Array(columns, at + o.flags, n),
   );
 }
 
@@ -782,8 +796,13 @@ export class LiveStream {
    * from the engine's text, so those keep the copy.
    */
   #referencesChunks() {
+    return !!this.#callbacks.onBatch && !this.#callbacks.onHits && !this.#iterating() && this.#share === null;
+  }
+
+  /** True while a `for await` consumer takes batches. */
+  #iterating() {
     const it = this.#iterator;
-    return !!this.#callbacks.onBatch && !this.#callbacks.onHits && !(it && !it.done) && this.#share === null;
+    return it !== null && !it.done;
   }
 
   /** Copies a chunk into wasm memory and feeds it; the engine's packed result. */
@@ -805,9 +824,8 @@ export class LiveStream {
    */
   #deliver(a, n, chunk) {
     const { onHits, onBatch } = this.#callbacks;
-    const it = this.#iterator;
     const shared = this.#share !== null;
-    const wantBatch = onBatch || (it && !it.done) || shared;
+    const wantBatch = onBatch || this.#iterating() || shared;
     if (!onHits && !wantBatch) return undefined;
     // Out of wasm memory in one copy: the batch's text as bytes, then the key columns packed
     // by the engine (src/crossing.rs `append_columns`), with views on that copy. The text is
@@ -817,12 +835,12 @@ export class LiveStream {
     const L = new Uint32Array(buf, this.#layoutPtr, 8);
     const latin1At = L[5];
     const wideAt = L[6];
-    const n8 = n * 8;
+    const o = columnOffsets(n);
     if (!wantBatch && (L[2] & 3) === 0) {
       // onHits alone: the hits are parsed now, before the next chunk reuses wasm memory, so
       // the text and the offsets are read in place; no copy, no HitBatch.
-      const starts = new Uint32Array(buf, L[2] + 6 * n8, n);
-      const ends = new Uint32Array(buf, L[2] + 6 * n8 + 4 * n, n);
+      const starts = new Uint32Array(buf, L[2] + o.starts, n);
+      const ends = new Uint32Array(buf, L[2] + o.ends, n);
       const hits = hitsFromText(batchText(new Uint8Array(buf, L[0], L[1]), latin1At, wideAt), starts, ends);
       return this.#invoke("onHits", hits, { connection: a.connection });
     }
@@ -831,17 +849,16 @@ export class LiveStream {
     const at = L[2] - L[0];
     const copy = new Uint8Array(buf, L[0], at + L[3]).slice().buffer;
     const text = batchText(new Uint8Array(copy, 0, L[1]), latin1At, wideAt);
+    const starts = new Uint32Array(copy, at + o.starts, n);
+    const ends = new Uint32Array(copy, at + o.ends, n);
     if (!wantBatch) {
-      const starts = new Uint32Array(copy, at + 6 * n8, n);
-      const ends = new Uint32Array(copy, at + 6 * n8 + 4 * n, n);
       return this.#invoke("onHits", hitsFromText(text, starts, ends), { connection: a.connection });
     }
     const batch = columnsBatch(a.connection, text, copy, at, n);
     if (shared) {
       // Structured clone copies typed arrays as memcpy; followers rebuild the same HitBatch.
       this.#share.post({
-        t: "batch", c: a.connection, text,
-        starts: new Uint32Array(copy, at + 6 * n8, n), ends: new Uint32Array(copy, at + 6 * n8 + 4 * n, n),
+        t: "batch", c: a.connection, text, starts, ends,
         hh: batch.hitIdHigh, hl: batch.hitIdLow, vh: batch.visIdHigh, vl: batch.visIdLow,
         tg: batch.timeGMT, rg: batch.receivedTimeGMT, fl: batch.flags,
       });
@@ -857,10 +874,10 @@ export class LiveStream {
    */
   #referencingBatch(a, n, chunk, buf, L) {
     const columns = new Uint8Array(buf, L[2], L[3]).slice().buffer;
-    const r = (57 * n + 3) & ~3;
-    const chunkStarts = new Uint32Array(columns, r, n);
-    const starts = new Uint32Array(columns, 48 * n, n);
-    const ends = new Uint32Array(columns, 52 * n, n);
+    const o = columnOffsets(n);
+    const chunkStarts = new Uint32Array(columns, o.chunkStarts, n);
+    const starts = new Uint32Array(columns, o.starts, n);
+    const ends = new Uint32Array(columns, o.ends, n);
     let own = null;
     for (let i = 0; i < n; i++) {
       if (chunkStarts[i] === NOT_IN_CHUNK) {
@@ -875,8 +892,8 @@ export class LiveStream {
     const inPlace = () => (epoch.n === fed ? new Uint8Array(memory.buffer, textPtr, textLen) : null);
     const text = referencedText({
       chunk, own, chunkStarts, inPlace, latin1At: L[5], wideAt: L[6],
-      quoteAt: new Uint32Array(columns, r + 4 * n, n + 1),
-      quotes: new Uint32Array(columns, r + 8 * n + 4, L[7]),
+      quoteAt: new Uint32Array(columns, o.quoteAt, n + 1),
+      quotes: new Uint32Array(columns, o.quotes, L[7]),
     });
     return columnsBatch(a.connection, text, columns, 0, n);
   }

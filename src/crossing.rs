@@ -160,11 +160,6 @@ impl Batch {
         self.input = Some((input.as_ptr() as usize, input.len()));
     }
 
-    /// True when the batch records references into the fed chunk.
-    pub fn references_input(&self) -> bool {
-        self.input.is_some()
-    }
-
     /// Closes the ASCII region and appends the other two: `[…]` + `[…]` + `[…]`. Call once
     /// after the chunk, before reading the batch; does nothing for an empty batch.
     pub fn finish(&mut self) {
@@ -275,15 +270,6 @@ impl Batch {
         }
     }
 
-    /// The text of hit `i` (a JSON object, ids quoted), once finished.
-    pub fn record(&self, i: usize) -> &str {
-        let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
-        // The batch is built from validated UTF-8 only.
-        std::str::from_utf8(bytes).unwrap_or_default()
-    }
-}
-
-impl Batch {
     /// Notes where the record `text` lies in the fed chunk (at `input`, `input_len` bytes
     /// long) and where its ids need quotes; [`NOT_IN_CHUNK`] when `text` is not a slice of it.
     fn reference(&mut self, text: &[u8], info: &RecordInfo, input: usize, input_len: usize) {
@@ -301,6 +287,13 @@ impl Batch {
             self.quotes.push(at as u32 + start);
             self.quotes.push(at as u32 + end);
         }
+    }
+
+    /// The text of hit `i` (a JSON object, ids quoted), once finished.
+    pub fn record(&self, i: usize) -> &str {
+        let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
+        // The batch is built from validated UTF-8 only.
+        std::str::from_utf8(bytes).unwrap_or_default()
     }
 }
 
@@ -723,7 +716,6 @@ mod tests {
     fn without_references_the_columns_are_unchanged() {
         let mut b = Batch::default();
         feed(&mut b, &[r#"{"hitIdHigh":1,"hitIdLow":2}"#]);
-        assert!(!b.references_input());
         assert!(b.chunk_starts.is_empty() && b.quote_at.is_empty() && b.quotes.is_empty());
         let mut out = Vec::new();
         b.pack_columns(&mut out);

@@ -10,7 +10,7 @@ use std::fs;
 use livestream_wasm::core::config::{option_spec, Kind, OPTIONS};
 use livestream_wasm::core::record::ID_FIELDS;
 use livestream_wasm::core::ErrorCode;
-use livestream_wasm::crossing::{HAS_HIT_ID, HAS_VIS_ID};
+use livestream_wasm::crossing::{HAS_HIT_ID, HAS_VIS_ID, NOT_IN_CHUNK};
 
 fn read(path: &str) -> String {
     fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
@@ -168,6 +168,10 @@ fn batch_flags_agree_with_the_javascript_batch() {
     assert!(
         js.contains(&format!("const HAS_HIT_ID = {HAS_HIT_ID};")),
         "js/hit-batch.js HAS_HIT_ID must equal crossing::HAS_HIT_ID ({HAS_HIT_ID})"
+    );
+    assert!(
+        js.contains(&format!("export const NOT_IN_CHUNK = {NOT_IN_CHUNK:#x};")),
+        "js/hit-batch.js NOT_IN_CHUNK must equal crossing::NOT_IN_CHUNK ({NOT_IN_CHUNK:#x})"
     );
     let dts = read("js/index.d.ts");
     assert!(

@@ -229,8 +229,8 @@ impl Engine {
     /// latin1At, wideAt, quotes]`: the text (`Batch::json`), then from the next multiple of 8
     /// the columns as `Batch::pack_columns` lays them out (57 bytes a hit, then the
     /// references when asked for, `quotes` being the length of the last array), so one copy
-    /// from `textPtr` to the columns' end carries both out. The pointer stays the same for the engine's
-    /// life, the values change with each [`Engine::feed`].
+    /// from `textPtr` to the columns' end carries both out. The pointer stays the same for
+    /// the engine's life, the values change with each [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
     }
