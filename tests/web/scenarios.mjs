@@ -532,10 +532,18 @@ scenario("onBatch alone: batches that refer to their chunks give onHits' records
     const batches = [];
     const inCallback = [];
     const textsInCallback = [];
+    // Every column of hit i as one string: kept batches share the blocks their columns were
+    // copied into, so a later batch must never write over an earlier one's.
+    const columnsOf = (batch, i) => [batch.flags[i], batch.hitIdHigh[i], batch.hitIdLow[i], batch.visIdHigh[i],
+      batch.visIdLow[i], batch.timeGMT[i], batch.receivedTimeGMT[i]].join(" ");
+    const columnsInCallback = [];
     const b = await run({
       onBatch: (batch) => {
         batches.push(batch);
-        for (let i = 0; i < batch.length; i++) textsInCallback.push(batch.text(i));
+        for (let i = 0; i < batch.length; i++) {
+          textsInCallback.push(batch.text(i));
+          columnsInCallback.push(columnsOf(batch, i));
+        }
         inCallback.push(...batch.toArray());
       },
     });
@@ -548,6 +556,10 @@ scenario("onBatch alone: batches that refer to their chunks give onHits' records
       for (const batch of batches) {
         const all = batch.toArray();
         for (let i = 0; i < batch.length; i++, k++) {
+          assert.equal(columnsOf(batch, i), columnsInCallback[k], `${what}, ${when}: the columns of hit ${k}`);
+          const { hitIdHigh, hitIdLow } = expected[k];
+          const id = hitIdHigh !== undefined && hitIdLow !== undefined ? { hitIdHigh, hitIdLow } : undefined;
+          assert.deepEqual(batch.id(i), id, `${what}, ${when}: id(${i}) of hit ${k}`);
           assert.equal(batch.text(i), textsInCallback[k], `${what}, ${when}: text(${i}) of hit ${k}`);
           assert.deepEqual(batch.get(i), expected[k], `${what}, ${when}: get(${i}) of hit ${k}`);
           assert.deepEqual(all[i], expected[k], `${what}, ${when}: toArray()[${i}] of hit ${k}`);
