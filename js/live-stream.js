@@ -88,6 +88,16 @@ function optionError(Kind, name, value, expected) {
   return new Kind(`invalid option ${name}: ${describeValue(value)} (${expected})`);
 }
 
+/**
+ * True when `bytes` views shared memory (a SharedArrayBuffer, e.g. a shared
+ * WebAssembly.Memory; the global may be absent while such buffers exist): browsers'
+ * TextDecoder refuses shared views, and another thread may write into the memory after
+ * handing it over, so a batch never keeps such a chunk.
+ */
+function isShared(bytes) {
+  return Object.prototype.toString.call(bytes.buffer) === "[object SharedArrayBuffer]";
+}
+
 /** True in a page or a worker: redirects are followed by the platform, Accept-Encoding is its own. */
 function isBrowser() {
   return typeof globalThis.document !== "undefined" || typeof globalThis.WorkerGlobalScope !== "undefined";
@@ -796,9 +806,10 @@ export class LiveStream {
         this.#report((en) => en.failure(a.attempt, `the response body yielded ${describeValue(chunk)} instead of a Uint8Array`, now()));
         return;
       }
+      const shared = isShared(chunk);
       for (let at = 0; at < chunk.length; at += SLICE_BYTES) {
         const part = at === 0 && chunk.length <= SLICE_BYTES ? chunk : chunk.subarray(at, at + SLICE_BYTES);
-        const reference = this.#referencesChunks();
+        const reference = !shared && this.#referencesChunks();
         const result = this.#feed(a, part, reference);
         if (result === undefined) return;
         const hits = result & 0x7fffffff;

@@ -573,6 +573,53 @@ scenario("onBatch alone: batches that refer to their chunks give onHits' records
   }
 });
 
+scenario("onBatch alone: chunks in shared memory are copied, so kept batches read right and later writes to the memory do not show", async ({ LiveStream }) => {
+  // A custom fetch may hand over views of shared memory (a shared WebAssembly.Memory, a
+  // SharedArrayBuffer). A browser's TextDecoder refuses such views, and another thread may
+  // reuse the memory once the chunk is handed over: batches must not keep those chunks.
+  const n = 120;
+  const body = mixedBody(n);
+  const pages = Math.ceil(body.length / 65536) + 1;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  assert.equal(Object.prototype.toString.call(memory.buffer), "[object SharedArrayBuffer]", "the test's chunks are shared memory");
+  new Uint8Array(memory.buffer).set(body);
+  const chunks = [];
+  for (let at = 0, k = 0; at < body.length; k++) {
+    const size = [700, 3, 5000, 64][k % 4];
+    chunks.push(new Uint8Array(memory.buffer, at, Math.min(size, body.length - at)));
+    at += size;
+  }
+  const expected = [];
+  const a = new LiveStream({
+    url: `${EXAMPLE}/x`, token: "t",
+    fetch: fakeFetch([{ status: 200, chunks: cutInto(body, [700, 3, 5000, 64]), hold: true }]),
+    onHits: (hits) => { expected.push(...hits); },
+  });
+  a.start();
+  await poll("onHits gets every hit", () => expected.length >= n, 10_000);
+  a.free();
+  const batches = [];
+  const b = new LiveStream({
+    url: `${EXAMPLE}/x`, token: "t",
+    fetch: fakeFetch([{ status: 200, chunks, hold: true }]),
+    onBatch: (batch) => { batches.push(batch); },
+  });
+  b.start();
+  await poll("onBatch gets every hit", () => batches.reduce((k, x) => k + x.length, 0) >= n, 10_000);
+  // What another thread might do with memory it handed over.
+  new Uint8Array(memory.buffer).fill(0x21);
+  let k = 0;
+  for (const batch of batches) {
+    const all = batch.toArray();
+    for (let i = 0; i < batch.length; i++, k++) {
+      assert.deepEqual(JSON.parse(batch.text(i)), expected[k], `text(${i}) of hit ${k}`);
+      assert.deepEqual(all[i], expected[k], `toArray()[${i}] of hit ${k}`);
+    }
+  }
+  assert.equal(k, n, "hits in all batches");
+  b.free();
+});
+
 scenario("onHits alone (hits read from wasm memory in place) keeps mixed text and stream order", async ({ LiveStream }) => {
   // With onHits as the only consumer the host parses each batch before the next chunk is fed
   // and reads the non-ASCII records and the offsets where the engine wrote them; a chunk of
