@@ -202,7 +202,11 @@ export class HitBatch implements Iterable<Hit> {
   /** The connection slot the chunk came from. */
   readonly connection: number;
   readonly length: number;
-  /** 0n where the record has no hit id (see `flags`). */
+  /**
+   * 0n where the record has no hit id (see `flags`). The columns are views that share one
+   * ArrayBuffer with each other (and, from `onBatch` alone, with neighbouring batches):
+   * `slice()` a column before transferring its buffer to a worker.
+   */
   readonly hitIdHigh: BigUint64Array;
   readonly hitIdLow: BigUint64Array;
   readonly visIdHigh: BigUint64Array;
