@@ -95,7 +95,8 @@ function optionError(Kind, name, value, expected) {
  * handing it over, so a batch never keeps such a chunk.
  */
 function isShared(bytes) {
-  return Object.prototype.toString.call(bytes.buffer) === "[object SharedArrayBuffer]";
+  const buffer = bytes.buffer;
+  return !(buffer instanceof ArrayBuffer) && Object.prototype.toString.call(buffer) === "[object SharedArrayBuffer]";
 }
 
 /** True in a page or a worker: redirects are followed by the platform, Accept-Encoding is its own. */
@@ -118,28 +119,30 @@ function columnOffsets(n) {
 }
 
 /**
- * Bytes of each block that referencing batches (see LiveStream #referencingBatch) copy their
- * columns into, one after another: a fresh ArrayBuffer per batch was ~3.5 % of an onBatch
- * consumer's time in Chromium from a server (allocation and its GC, not the copy). A kept
- * batch keeps its block, shared with its neighbours, beside its chunk.
+ * Bytes of each block that referencing batches (see LiveStream #referencingBatch) copy what
+ * they take out of wasm memory into (their columns, and the records that are not slices of
+ * their chunk), one after another: a fresh ArrayBuffer per batch was ~3.5 % of an onBatch
+ * consumer's time in Chromium from a server, and per cut record ~15 % with 4 KiB chunks
+ * (allocation and its GC, not the copy). A kept batch keeps its block, shared with its
+ * neighbours, beside its chunk.
  */
-const COLUMN_BLOCK_BYTES = 64 * 1024;
+const COPY_BLOCK_BYTES = 64 * 1024;
 
 /**
  * Copies `bytes` into the current block of `blocks` (`{ buffer, at }`), starting a new block
- * when it does not fit; returns the offset in `blocks.buffer`, a multiple of 8 so 64-bit
- * views align.
+ * when it does not fit; returns the copy, a view that starts at a multiple of 8 of its
+ * buffer (so 64-bit views of columns align).
  */
 function copyIntoBlock(blocks, bytes) {
   const len = bytes.length;
   if (blocks.at + len > blocks.buffer.byteLength) {
-    blocks.buffer = new ArrayBuffer(Math.max(COLUMN_BLOCK_BYTES, len));
+    blocks.buffer = new ArrayBuffer(Math.max(COPY_BLOCK_BYTES, len));
     blocks.at = 0;
   }
-  const at = blocks.at;
-  new Uint8Array(blocks.buffer, at, len).set(bytes);
-  blocks.at = (at + len + 7) & ~7;
-  return at;
+  const copy = new Uint8Array(blocks.buffer, blocks.at, len);
+  copy.set(bytes);
+  blocks.at = (blocks.at + len + 7) & ~7;
+  return copy;
 }
 
 /**
@@ -196,8 +199,8 @@ export class LiveStream {
   #pumpAgain = false;
   /** Counts feeds and releases: a batch reads the engine's text in place only while the count is its own. */
   #epoch = { n: 0 };
-  /** The block referencing batches copy their columns into (copyIntoBlock). */
-  #columnBlocks = { buffer: new ArrayBuffer(0), at: 0 };
+  /** The block referencing batches copy their columns and cut records into (copyIntoBlock). */
+  #copyBlocks = { buffer: new ArrayBuffer(0), at: 0 };
 
   /**
    * Checks the options and prepares the client; nothing is requested before `start()`.
@@ -911,9 +914,10 @@ export class LiveStream {
    * While no other chunk has been fed, records are read from the engine's text in place.
    */
   #referencingBatch(a, n, chunk, buf, L) {
-    const blocks = this.#columnBlocks;
-    const at = copyIntoBlock(blocks, new Uint8Array(buf, L[2], L[3]));
-    const columns = blocks.buffer;
+    const blocks = this.#copyBlocks;
+    const packed = copyIntoBlock(blocks, new Uint8Array(buf, L[2], L[3]));
+    const columns = packed.buffer;
+    const at = packed.byteOffset;
     const o = columnOffsets(n);
     const chunkStarts = new Uint32Array(columns, at + o.chunkStarts, n);
     const starts = new Uint32Array(columns, at + o.starts, n);
@@ -922,7 +926,7 @@ export class LiveStream {
     for (let i = 0; i < n; i++) {
       if (chunkStarts[i] === NOT_IN_CHUNK) {
         own ??= new Map();
-        own.set(i, new Uint8Array(buf, L[0] + starts[i], ends[i] - starts[i]).slice());
+        own.set(i, copyIntoBlock(blocks, new Uint8Array(buf, L[0] + starts[i], ends[i] - starts[i])));
       }
     }
     const epoch = this.#epoch;
