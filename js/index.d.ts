@@ -193,9 +193,9 @@ export interface LiveStreamOptions {
 /**
  * One chunk's new hits: typed columns of the key fields, records parsed on demand. Valid
  * after the callback. From `onBatch` as the only consumer, a batch refers to the received
- * chunk rather than a copy of its text (keeping a batch keeps that chunk, and the 64 KiB
- * block its columns share with neighbouring batches), and `toArray()` after the callback
- * parses record by record.
+ * chunk rather than a copy of its text (keeping a batch keeps that chunk and, for a small
+ * batch, the 64 KiB block its columns share with neighbouring batches), and `toArray()`
+ * after the callback parses record by record.
  */
 export class HitBatch implements Iterable<Hit> {
   private constructor();

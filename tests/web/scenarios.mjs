@@ -442,6 +442,7 @@ scenario("onBatch alone: batches decode their text only when asked, and stay rig
     const texts = [];
     for (let i = 0; i < b.length; i++, k++) {
       assert.equal(b.get(i).pageName, page(k), `get(${i}) (hit ${k}) before toArray`);
+      assert.deepEqual(b.id(i), { hitIdHigh: want[k][0], hitIdLow: want[k][1] }, `id(${i}) (hit ${k}) after later chunks`);
       texts.push(b.text(i));
       assert.equal(JSON.parse(texts[i]).hitIdLow, want[k][1], `text(${i}).hitIdLow (hit ${k})`);
     }
