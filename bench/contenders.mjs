@@ -127,6 +127,28 @@ export function runSplit(ctx) {
 }
 
 /**
+ * (r) Reading the body alone: every chunk taken, nothing decoded, split or parsed. What
+ * reading costs on this platform and feed, so a bound for every contender: none can be
+ * faster. Counts bytes only; reports the data's record count so rates compare.
+ */
+export async function runRead({ open, expected }) {
+  const t0 = performance.now();
+  const res = await open();
+  const reader = res.body.getReader();
+  let bytes = 0;
+  let chunks = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks++;
+    bytes += value.length;
+  }
+  const ms = performance.now() - t0;
+  if (bytes === 0) throw new Error("reading alone: the body was empty");
+  return { ms, ids: null, count: expected, errors: 0, chunks };
+}
+
+/**
  * Runs a LiveStream until the server ends the body (status `waiting`), then closes it.
  * `url` given: the real fetch; otherwise `open` is injected as the `fetch` option.
  */
@@ -256,6 +278,7 @@ export function runCore(ctx) {
 export const CONTENDERS = {
   baseline: runBaseline,
   split: runSplit,
+  read: runRead,
   onHits: runOnHits,
   onBatch: runOnBatch,
   framing: runFraming,
@@ -265,6 +288,12 @@ export const CONTENDERS = {
 
 /** Contenders that need the `bench` build of the package and deliver counts, not ids. */
 export const CORE_ONLY = new Set(["framing", "scan", "core"]);
+
+/**
+ * Contenders that read the body through the fetch LiveStream uses (in Node the package's
+ * node:http one rather than the global fetch the baseline uses), so they bound LiveStream.
+ */
+export const PACKAGE_FETCH = new Set([...CORE_ONLY, "read"]);
 
 /** The figures of a count-only run, in the shape `verify` returns. */
 export function countOnly(expected, count) {

@@ -9,7 +9,7 @@
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 import { generate, streamingSource } from "./data.mjs";
-import { CONTENDERS, CORE_ONLY, countOnly, memoryResponse, pulledResponse, verify } from "./contenders.mjs";
+import { CONTENDERS, CORE_ONLY, PACKAGE_FETCH, countOnly, memoryResponse, pulledResponse, verify } from "./contenders.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -104,7 +104,7 @@ for (let r = 0; r <= runs; r++) {
     sample();
     const timer = setInterval(sample, 10);
     const bench = CORE_ONLY.has(c) ? benchPkg : pkg;
-    const out = await CONTENDERS[c]({ LiveStream, bench, open: CORE_ONLY.has(c) ? openCore : open, url, expected: hits });
+    const out = await CONTENDERS[c]({ LiveStream, bench, open: PACKAGE_FETCH.has(c) ? openCore : open, url, expected: hits });
     clearInterval(timer);
     sample();
     const check = out.ids ? verify(data.hitIdHigh, data.hitIdLow, out.ids) : countOnly(hits, out.count);

@@ -40,10 +40,11 @@ const pkgDir = path.resolve(opt("pkg", path.join(root, "pkg")));
 const outDir = path.join(here, "out");
 fs.mkdirSync(outDir, { recursive: true });
 
-const CONTENDER_NAMES = ["baseline", "split", "onHits", "onBatch"];
+const CONTENDER_NAMES = ["baseline", "split", "read", "onHits", "onBatch"];
 const LABEL = {
   baseline: "(a) baseline: TextDecoder+split+JSON.parse",
   split: "(a0) baseline without JSON.parse (counted)",
+  read: "(r) reading the body alone (nothing decoded)",
   onHits: "(b) LiveStream onHits (objects)",
   onBatch: "(b2) LiveStream onBatch (ids+time)",
   framing: "(c) framing alone (wasm, counted)",
@@ -373,9 +374,10 @@ function goals(rows, soaks, sz) {
       // c2 is a bound, not to the percent.
       const c = find(env, source, "framing");
       const c2 = find(env, source, "core");
-      const bound = c && c2
+      const r = find(env, source, "read");
+      const bound = (c && c2
         ? `; in the same rounds: core alone, nothing handed to JS (c2) ${ratioTo(b, c2).toFixed(2)}×, reading + framing alone (c) ${ratioTo(b, c).toFixed(2)}×`
-        : "";
+        : "") + (r ? `, reading the body alone (r) ${ratioTo(b, r).toFixed(2)}× (no contender can beat it)` : "");
       // onHits hands out every hit parsed by JSON.parse, as the baseline does: the baseline's
       // time minus its time without JSON.parse (a0) is a floor for it.
       const a0 = find(env, source, "split");
@@ -550,7 +552,7 @@ const header = [
   `livestream-wasm bench — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}`,
   `data: ${hits.toLocaleString("en-US")} hits (seed ${seed}) + ~0.5 % empty records, CRLF, ~1.2 KB/record; ` +
     `contenders interleaved round by round in one process / page, medians of ${runs} rounds after a warm-up round, "× base" = median of the per-round ratios; feed "mem" = ReadableStream over memory in 64 KiB chunks, ` +
-    `"net" = real fetch from a local server (child process, chunked, 64 KiB writes; in Node the baseline uses the global fetch, LiveStream and (c)/(c1)/(c2) the package's node:http one)` + (fingerprint ? `; data ${fingerprint}` : ""),
+    `"net" = real fetch from a local server (child process, chunked, 64 KiB writes; in Node the baseline uses the global fetch, LiveStream, (r) and (c)/(c1)/(c2) the package's node:http one)` + (fingerprint ? `; data ${fingerprint}` : ""),
   `ids wrong = hits whose hitIdHigh/hitIdLow string differs from the generator's; collide = distinct true ids delivered as ` +
     `the same id as another; ` +
     (coreOnly
