@@ -131,21 +131,17 @@ export function runSplit(ctx) {
  * reading costs on this platform and feed, so a bound for every contender: none can be
  * faster. Counts bytes only; reports the data's record count so rates compare.
  */
-export async function runRead({ open, expected }) {
-  const t0 = performance.now();
-  const res = await open();
-  const reader = res.body.getReader();
+export async function runRead(ctx) {
   let bytes = 0;
-  let chunks = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks++;
-    bytes += value.length;
-  }
-  const ms = performance.now() - t0;
+  const out = await runCoreOnly(() => ({
+    push(chunk) {
+      bytes += chunk.length;
+      return 0;
+    },
+    free() {},
+  }), ctx);
   if (bytes === 0) throw new Error("reading alone: the body was empty");
-  return { ms, ids: null, count: expected, errors: 0, chunks };
+  return { ...out, count: ctx.expected };
 }
 
 /**
