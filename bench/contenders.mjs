@@ -14,10 +14,22 @@ export const FAKE_URL = "http://127.0.0.1:9/api/1/stream/bench";
  */
 const SAMPLE_BYTES = 1 << 20;
 
+/** Counts the bytes handed out and calls `onPull` (if any) every SAMPLE_BYTES of them. */
+function sampler(onPull) {
+  let unsampled = 0;
+  return (bytes) => {
+    unsampled += bytes;
+    if (onPull && unsampled >= SAMPLE_BYTES) {
+      unsampled = 0;
+      onPull();
+    }
+  };
+}
+
 /** A `Response` whose body is a ReadableStream over `bytes` in `chunk`-byte pieces. */
 export function memoryResponse(bytes, chunk = 64 * 1024, onPull) {
   let at = 0;
-  let unsampled = 0;
+  const handedOut = sampler(onPull);
   const body = new ReadableStream({
     pull(c) {
       if (at >= bytes.length) {
@@ -26,12 +38,8 @@ export function memoryResponse(bytes, chunk = 64 * 1024, onPull) {
       }
       const end = Math.min(at + chunk, bytes.length);
       c.enqueue(bytes.subarray(at, end));
-      unsampled += end - at;
+      handedOut(end - at);
       at = end;
-      if (onPull && unsampled >= SAMPLE_BYTES) {
-        unsampled = 0;
-        onPull();
-      }
     },
   });
   return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
@@ -39,18 +47,14 @@ export function memoryResponse(bytes, chunk = 64 * 1024, onPull) {
 
 /** A `Response` over a generator's `pull()` (null at the end): the soak, data made on the fly. */
 export function pulledResponse(pull, onPull) {
-  let unsampled = 0;
+  const handedOut = sampler(onPull);
   const body = new ReadableStream({
     pull(c) {
       const chunk = pull();
       if (chunk === null) c.close();
       else {
         c.enqueue(chunk);
-        unsampled += chunk.length;
-      }
-      if (onPull && unsampled >= SAMPLE_BYTES) {
-        unsampled = 0;
-        onPull();
+        handedOut(chunk.length);
       }
     },
   });
