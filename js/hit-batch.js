@@ -48,7 +48,7 @@ function parseRegion(t, from, to) {
  * - `own`: a Map from index to the engine's text of the records that are not slices of the
  *   chunk (`chunkStarts[i] === NOT_IN_CHUNK`: begun in an earlier chunk, inflated, repaired);
  * - `inPlace()`: the engine's text in wasm memory (three regions, as for batchText, split at
- *   `latin1At`/`wideAt`) while it is still there, else null.
+ *   `latin1At`/`wideAt`), built on the first call, while the chunk is still there; else null.
  */
 export function referencedText({ chunk, own, chunkStarts, quoteAt, quotes, inPlace, latin1At, wideAt }) {
   return { ref: true, chunk, own, chunkStarts, quoteAt, quotes, inPlace, latin1At, wideAt };
@@ -162,10 +162,7 @@ export class HitBatch {
     const t = this.#text;
     const s = this.#starts[i];
     const e = this.#ends[i];
-    if (t.ref) {
-      const inPlace = t.inPlace();
-      return decoder.decode(inPlace !== null ? inPlace.subarray(s, e) : referencedBytes(t, i, s, e));
-    }
+    if (t.ref) return decoder.decode(referencedBytes(t, i, s, e));
     if (s < t.latin1At && t.ascii !== null) return t.ascii.slice(s, e);
     return decoder.decode(t.bytes.subarray(s, e));
   }

@@ -876,7 +876,7 @@ export class LiveStream {
     // decoded only when asked for (hit-batch.js): a consumer of the typed columns alone never
     // pays for decoding. onHits alone parses in place instead, with no copy at all.
     const buf = memory.buffer;
-    const L = new Uint32Array(buf, this.#layoutPtr, 8);
+    const L = new Uint32Array(buf, this.#layoutPtr, 9);
     const latin1At = L[5];
     const wideAt = L[6];
     const o = columnOffsets(n);
@@ -914,7 +914,8 @@ export class LiveStream {
    * The batch of a chunk fed with references (see #referencesChunks): only the columns and
    * the records that are not a slice of `chunk` are copied out of wasm memory; the rest of
    * the text is `chunk` itself, with the engine's quotes put back when a record is read.
-   * While no other chunk has been fed, records are read from the engine's text in place.
+   * The engine did not write the batch's text; while no other chunk has been fed, toArray()
+   * has it built in wasm memory (Engine.materialize) and parses it there in a few calls.
    */
   #referencingBatch(a, n, chunk, buf, L) {
     const blocks = this.#copyBlocks;
@@ -926,17 +927,26 @@ export class LiveStream {
     const starts = new Uint32Array(columns, at + o.starts, n);
     const ends = new Uint32Array(columns, at + o.ends, n);
     let own = null;
+    // The engine keeps the records that are not slices of the chunk back to back, in order.
+    let cut = L[0];
     for (let i = 0; i < n; i++) {
       if (chunkStarts[i] === NOT_IN_CHUNK) {
         own ??= new Map();
-        own.set(i, copyIntoBlock(blocks, new Uint8Array(buf, L[0] + starts[i], ends[i] - starts[i])));
+        const length = ends[i] - starts[i];
+        own.set(i, copyIntoBlock(blocks, new Uint8Array(buf, cut, length)));
+        cut += length;
       }
     }
     const epoch = this.#epoch;
     const fed = epoch.n;
-    const textPtr = L[0];
-    const textLen = L[1];
-    const inPlace = () => (epoch.n === fed ? new Uint8Array(memory.buffer, textPtr, textLen) : null);
+    const textLen = L[8];
+    let textPtr = 0;
+    const inPlace = () => {
+      if (epoch.n !== fed) return null;
+      if (textPtr === 0) textPtr = this.#call((e) => e.materialize()) ?? 0;
+      // The call may have grown wasm memory: view the buffer as it is now.
+      return textPtr === 0 || epoch.n !== fed ? null : new Uint8Array(memory.buffer, textPtr, textLen);
+    };
     const text = referencedText({
       chunk, own, chunkStarts, inPlace, latin1At: L[5], wideAt: L[6],
       quoteAt: new Uint32Array(columns, at + o.quoteAt, n + 1),

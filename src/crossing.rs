@@ -66,21 +66,25 @@ pub fn text_class(b: &[u8]) -> TextClass {
 
 /// The new hits of one chunk, ready to cross into JavaScript.
 ///
-/// `json` is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in stream order:
-/// `json[..regions[0]]` holds the records that are all ASCII, `json[regions[0]..regions[1]]`
-/// those with characters up to U+00FF, `json[regions[1]..]` the others. `starts[i]` tells
-/// which region hit `i` is in, so stream order can be restored.
+/// Its text ([`Batch::text`]) is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in
+/// stream order: `text[..regions[0]]` holds the records that are all ASCII,
+/// `text[regions[0]..regions[1]]` those with characters up to U+00FF, `text[regions[1]..]`
+/// the others. `starts[i]` tells which region hit `i` is in, so stream order can be restored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     /// Slot the chunk came from.
     pub slot: u32,
-    /// `[ASCII records][Latin-1 records][wide records]`, valid UTF-8, ids quoted.
+    /// The batch's text, `[ASCII records][Latin-1 records][wide records]`, valid UTF-8, ids
+    /// quoted. With [`Batch::reference_input`] the text is not written while the chunk is
+    /// fed (most consumers never read it, and writing it was ~8–14 % of their time): `json`
+    /// then holds only the records that are not slices of the chunk ([`NOT_IN_CHUNK`]), in
+    /// stream order, back to back, and [`Batch::materialize`] builds the text on demand.
     pub json: Vec<u8>,
-    /// Byte offsets in `json` where the second and the third region start.
+    /// Byte offsets in the text where the second and the third region start.
     pub regions: [u32; 2],
-    /// Byte offset of each record in `json`, in stream order.
+    /// Byte offset of each record in the text, in stream order.
     pub starts: Vec<u32>,
-    /// Byte offset just past each record in `json`.
+    /// Byte offset just past each record in the text.
     pub ends: Vec<u32>,
     /// hitIdHigh (0 when absent; see `flags`).
     pub hit_id_high: Vec<u64>,
@@ -109,6 +113,13 @@ pub struct Batch {
     pub quotes: Vec<u32>,
     /// The chunk being fed as (address, length), while the host asks for references.
     input: Option<(usize, usize)>,
+    /// With references: how long each region's content (records and the commas between
+    /// them) is, as if its text were written.
+    region_bytes: [usize; 3],
+    /// The length of the whole text (set by [`Batch::finish`]).
+    text_len: usize,
+    /// With references: the text [`Batch::materialize`] built, or empty.
+    materialized: Vec<u8>,
     /// Scratch while building: the Latin-1 and the wide records' text and indices.
     spill: [Spill; 2],
     /// True between the first hit of a chunk and [`Batch::finish`].
@@ -125,11 +136,14 @@ struct Spill {
 impl Batch {
     /// Empties the batch for the next chunk, giving back memory a huge chunk needed.
     pub fn clear(&mut self) {
-        if self.json.capacity() > KEEP_BATCH_BYTES {
+        if self.json.capacity().max(self.materialized.capacity()) > KEEP_BATCH_BYTES {
             *self = Batch::default();
             return;
         }
         self.json.clear();
+        self.materialized.clear();
+        self.region_bytes = [0; 3];
+        self.text_len = 0;
         self.regions = [0; 2];
         for r in &mut self.spill {
             r.text.clear();
@@ -154,8 +168,9 @@ impl Batch {
     /// Asks the batch to also say, for the chunk `input` about to be fed, where each record
     /// lies in it and where its ids need quotes ([`Batch::chunk_starts`], [`Batch::quote_at`],
     /// [`Batch::quotes`]). A host that keeps the chunk can then give a consumer the records
-    /// long after this batch's memory is reused, without copying the text out now. Call
-    /// after [`Batch::clear`], before feeding `input`.
+    /// long after this batch's memory is reused, without copying the text out now; the
+    /// text itself is only built when asked for ([`Batch::materialize`]). Call after
+    /// [`Batch::clear`], before feeding `input`.
     pub fn reference_input(&mut self, input: &[u8]) {
         self.input = Some((input.as_ptr() as usize, input.len()));
     }
@@ -169,6 +184,19 @@ impl Batch {
         self.open = false;
         if self.input.is_some() {
             self.quote_at.push(self.quotes.len() as u32);
+            // The text as `materialize` will lay it out: `[` content `]` for each region.
+            let [ascii, latin1, wide] = self.region_bytes;
+            self.regions[0] = (ascii + 2) as u32;
+            self.regions[1] = self.regions[0] + (latin1 + 2) as u32;
+            self.text_len = self.regions[1] as usize + wide + 2;
+            for k in 0..2 {
+                let base = self.regions[k] + 1;
+                for &i in &self.spill[k].index {
+                    self.starts[i as usize] += base;
+                    self.ends[i as usize] += base;
+                }
+            }
+            return;
         }
         self.json.push(b']');
         for k in 0..2 {
@@ -183,6 +211,87 @@ impl Batch {
                 self.ends[i as usize] += base;
             }
             r.text.clear();
+        }
+        self.text_len = self.json.len();
+    }
+
+    /// The length of the batch's text once finished (with references: of the text
+    /// [`Batch::materialize`] builds).
+    pub fn text_len(&self) -> usize {
+        self.text_len
+    }
+
+    /// The batch's text (see [`Batch::json`]) once finished: `json`'s text without
+    /// references, the text [`Batch::materialize`] built with them (empty before).
+    pub fn text(&self) -> &[u8] {
+        if self.input.is_some() {
+            &self.materialized
+        } else {
+            &self.json[..self.text_len.min(self.json.len())]
+        }
+    }
+
+    /// With references, once finished: builds the batch's text from the chunk it was fed and
+    /// the records that are not slices of it, and returns it: byte for byte what the batch
+    /// would hold without references. `input` is the memory the chunk was fed from (the
+    /// chunk [`Batch::reference_input`] was given, and maybe more after it), unchanged
+    /// since; None when it does not start there. Built once per batch. Without references:
+    /// the text as it is.
+    pub fn materialize(&mut self, input: &[u8]) -> Option<&[u8]> {
+        let Some((addr, len)) = self.input else {
+            return Some(self.text());
+        };
+        if input.as_ptr() as usize != addr || input.len() < len {
+            return None;
+        }
+        if self.materialized.len() != self.text_len {
+            self.build_text(&input[..len]);
+        }
+        Some(&self.materialized)
+    }
+
+    /// [`Batch::materialize`]'s work: every byte between records is a `,` except the
+    /// regions' brackets, and each record is its chunk bytes with the quotes put back, or
+    /// the next record of `json`.
+    fn build_text(&mut self, input: &[u8]) {
+        let out = &mut self.materialized;
+        out.clear();
+        if self.text_len == 0 {
+            return;
+        }
+        out.resize(self.text_len, b',');
+        for at in [0, self.regions[0] as usize, self.regions[1] as usize] {
+            out[at] = b'[';
+        }
+        for end in [
+            self.regions[0] as usize,
+            self.regions[1] as usize,
+            self.text_len,
+        ] {
+            out[end - 1] = b']';
+        }
+        let mut cut = 0;
+        for i in 0..self.starts.len() {
+            let (start, end) = (self.starts[i] as usize, self.ends[i] as usize);
+            let dest = &mut out[start..end];
+            if self.chunk_starts[i] == NOT_IN_CHUNK {
+                dest.copy_from_slice(&self.json[cut..cut + dest.len()]);
+                cut += dest.len();
+                continue;
+            }
+            let quotes = &self.quotes[self.quote_at[i] as usize..self.quote_at[i + 1] as usize];
+            let mut from = self.chunk_starts[i] as usize;
+            let mut o = 0;
+            for &q in quotes {
+                let q = q as usize;
+                dest[o..o + q - from].copy_from_slice(&input[from..q]);
+                o += q - from;
+                dest[o] = b'"';
+                o += 1;
+                from = q;
+            }
+            let rest = dest.len() - o;
+            dest[o..].copy_from_slice(&input[from..from + rest]);
         }
     }
 
@@ -215,10 +324,10 @@ impl Batch {
         self.append_packed_columns(out);
     }
 
-    /// Appends the packed columns (see [`Batch::pack_columns`]) to the text in `json`, at the
-    /// next multiple of 8 so that typed arrays can view them in a copy of `json`. Returns the
-    /// text's length and where the columns start: one copy of `json` then carries both out of
-    /// wasm memory. `json` holds them until the next [`Batch::clear`]; call after
+    /// Appends the packed columns (see [`Batch::pack_columns`]) to `json` (the text, or with
+    /// references the records that are not slices of the chunk), at the next multiple of 8
+    /// so that typed arrays can view them in a copy of `json`. Returns `json`'s length before
+    /// and where the columns start: one copy of `json` then carries both out of wasm memory. `json` holds them until the next [`Batch::clear`]; call after
     /// [`Batch::finish`].
     pub fn append_columns(&mut self) -> (usize, usize) {
         let text_len = self.json.len();
@@ -270,9 +379,30 @@ impl Batch {
         }
     }
 
-    /// Notes where the record `text` lies in the fed chunk (at `input`, `input_len` bytes
-    /// long) and where its ids need quotes; [`NOT_IN_CHUNK`] when `text` is not a slice of it.
+    /// With references: places the record `text` in its region without writing it, notes
+    /// where it lies in the fed chunk (at `input`, `input_len` bytes long) and where its ids
+    /// need quotes, or, when `text` is not a slice of the chunk ([`NOT_IN_CHUNK`]), keeps
+    /// its text in `json`.
     fn reference(&mut self, text: &[u8], info: &RecordInfo, input: usize, input_len: usize) {
+        let class = if info.ascii {
+            TextClass::Ascii
+        } else {
+            text_class(text)
+        };
+        let quoted_len = text.len() + 2 * info.bare_id_spans().len();
+        let k = class as usize;
+        let content = &mut self.region_bytes[k];
+        if *content > 0 {
+            *content += 1;
+        }
+        // The ASCII region's `[` is at 0; the others are rebased by `finish`.
+        let start = *content + (k == 0) as usize;
+        *content += quoted_len;
+        if k > 0 {
+            self.spill[k - 1].index.push(self.starts.len() as u32);
+        }
+        self.starts.push(start as u32);
+        self.ends.push((start + quoted_len) as u32);
         self.quote_at.push(self.quotes.len() as u32);
         // Addresses are only compared, never dereferenced: the core hands a record that
         // began and ended in this chunk as a slice of it.
@@ -280,6 +410,7 @@ impl Batch {
         let inside = at <= input_len && text.len() <= input_len - at;
         if !inside || info.replaced_invalid_utf8 || input_len > NOT_IN_CHUNK as usize {
             self.chunk_starts.push(NOT_IN_CHUNK);
+            write_with_quoted_ids(text, info, &mut self.json);
             return;
         }
         self.chunk_starts.push(at as u32);
@@ -289,21 +420,8 @@ impl Batch {
         }
     }
 
-    /// The text of hit `i` (a JSON object, ids quoted), once finished.
-    pub fn record(&self, i: usize) -> &str {
-        let bytes = &self.json[self.starts[i] as usize..self.ends[i] as usize];
-        // The batch is built from validated UTF-8 only.
-        std::str::from_utf8(bytes).unwrap_or_default()
-    }
-}
-
-impl HitSink for Batch {
-    fn hit(&mut self, slot: SlotId, text: &[u8], info: &RecordInfo) {
-        if !self.open {
-            self.open = true;
-            self.slot = slot.index() as u32;
-            self.json.push(b'[');
-        }
+    /// Writes the record `text` into its region of the text, ids quoted.
+    fn write(&mut self, text: &[u8], info: &RecordInfo) {
         let mark = self.json.len();
         // The ASCII region so far is `[` alone, or `[r,…,r`.
         if mark > 1 {
@@ -332,6 +450,33 @@ impl HitSink for Batch {
             self.starts.push(start as u32);
             self.ends.push(self.json.len() as u32);
         }
+    }
+
+    /// The text of hit `i` (a JSON object, ids quoted), once finished (with references:
+    /// once materialized; empty before).
+    pub fn record(&self, i: usize) -> &str {
+        let bytes = self
+            .text()
+            .get(self.starts[i] as usize..self.ends[i] as usize)
+            .unwrap_or_default();
+        // The batch is built from validated UTF-8 only.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl HitSink for Batch {
+    fn hit(&mut self, slot: SlotId, text: &[u8], info: &RecordInfo) {
+        if !self.open {
+            self.open = true;
+            self.slot = slot.index() as u32;
+            if self.input.is_none() {
+                self.json.push(b'[');
+            }
+        }
+        match self.input {
+            Some((input, input_len)) => self.reference(text, info, input, input_len),
+            None => self.write(text, info),
+        }
         let (hh, hl) = info.hit_key.map_or((0, 0), |k| (k.high, k.low));
         let (vh, vl) = info.vis_id.unwrap_or((0, 0));
         self.hit_id_high.push(hh);
@@ -349,9 +494,6 @@ impl HitSink for Batch {
             f |= HAS_VIS_ID;
         }
         self.flags.push(f);
-        if let Some((input, input_len)) = self.input {
-            self.reference(text, info, input, input_len);
-        }
     }
 }
 
@@ -601,11 +743,17 @@ mod tests {
                 let n = b.len();
                 assert_eq!(b.chunk_starts.len(), n);
                 assert_eq!(b.quote_at.len(), if n > 0 { n + 1 } else { 0 });
+                assert!(b.text().is_empty(), "the text is only built when asked for");
+                let other = [0u8; 4];
+                assert!(b.materialize(&other).is_none(), "not the chunk it was fed");
+                assert_eq!(b.materialize(part).map(|t| t.len()), Some(b.text_len()));
+                let mut cut_records = Vec::new();
                 for i in 0..n {
                     let record = b.record(i).as_bytes();
                     let q = &b.quotes[b.quote_at[i] as usize..b.quote_at[i + 1] as usize];
                     if b.chunk_starts[i] == NOT_IN_CHUNK {
                         assert!(q.is_empty());
+                        cut_records.extend_from_slice(record);
                     } else {
                         let start = b.chunk_starts[i] as usize;
                         let end = start + record.len() - q.len();
@@ -615,6 +763,10 @@ mod tests {
                     }
                     texts.push(record.to_vec());
                 }
+                assert_eq!(
+                    b.json, cut_records,
+                    "json keeps the records not in the chunk, in order"
+                );
                 let mut packed = Vec::new();
                 b.pack_columns(&mut packed);
                 let r = (57 * n).next_multiple_of(4);
@@ -681,16 +833,25 @@ mod tests {
             let run = |reference: bool| {
                 let (mut client, attempt) = reading_client();
                 let mut texts = Vec::new();
+                let mut batches = Vec::new();
                 let (mut at, mut k) = (0, 0);
+                // One batch reused, as the engine does.
+                let mut b = Batch::default();
                 while at < body.len() {
                     let end = (at + cuts[k % cuts.len()]).min(body.len());
                     let part = &body[at..end];
-                    let mut b = Batch::default();
+                    b.clear();
                     if reference {
                         b.reference_input(part);
                     }
                     client.handle_data(attempt, part, crate::core::Instant::ZERO, &mut b);
                     b.finish();
+                    let text = b.materialize(part).map(|t| t.to_vec());
+                    proptest::prop_assert_eq!(text.as_ref().map(|t| t.len()), Some(b.text_len()));
+                    // The whole text, the regions and every column but the references are
+                    // the same with references as without.
+                    batches.push((text, b.regions, b.starts.clone(), b.ends.clone(),
+                        b.hit_id_high.clone(), b.hit_id_low.clone(), b.time_gmt.iter().map(|t| t.to_bits()).collect::<Vec<_>>(), b.flags.clone()));
                     for i in 0..b.len() {
                         let record = b.record(i).as_bytes().to_vec();
                         if reference && b.chunk_starts[i] != NOT_IN_CHUNK {
@@ -704,7 +865,7 @@ mod tests {
                     at = end;
                     k += 1;
                 }
-                Ok(texts)
+                Ok((texts, batches))
             };
             let plain = run(false)?;
             let referenced = run(true)?;

@@ -33,7 +33,7 @@ use crate::core::{AttemptId, Client, ClientState, Config, Instant, ResponseHead}
 use crate::crossing::Batch;
 
 /// Where the last batch lies in wasm memory (see [`Engine::layout`]).
-const LAYOUT_WORDS: usize = 8;
+const LAYOUT_WORDS: usize = 9;
 
 /// One client: the core, the batch being built, the input buffer. Internal to the package:
 /// users hold the JavaScript `LiveStream`.
@@ -226,13 +226,27 @@ impl Engine {
     }
 
     /// Where the last batch lies in wasm memory: `[textPtr, textLen, columnsPtr, columnsLen, n,
-    /// latin1At, wideAt, quotes]`: the text (`Batch::json`), then from the next multiple of 8
-    /// the columns as `Batch::pack_columns` lays them out (57 bytes a hit, then the
-    /// references when asked for, `quotes` being the length of the last array), so one copy
-    /// from `textPtr` to the columns' end carries both out. The pointer stays the same for
-    /// the engine's life, the values change with each [`Engine::feed`].
+    /// latin1At, wideAt, quotes, fullTextLen]`: `Batch::json` (the text; with `reference`
+    /// only the records that are not slices of the chunk, back to back), then from the next
+    /// multiple of 8 the columns as `Batch::pack_columns` lays them out (57 bytes a hit,
+    /// then the references when asked for, `quotes` being the length of the last array), so
+    /// one copy from `textPtr` to the columns' end carries both out; `fullTextLen` is the
+    /// length of the whole text (with `reference`, of what [`Engine::materialize`] builds).
+    /// The pointer stays the same for the engine's life, the values change with each
+    /// [`Engine::feed`].
     pub fn layout(&self) -> *const u32 {
         self.layout.as_ptr()
+    }
+
+    /// After a [`Engine::feed`] with `reference`, before the next one: builds the batch's
+    /// whole text (three regions, ids quoted; `fullTextLen` bytes) from the chunk still in
+    /// the input buffer, and returns where it lies in wasm memory (0 when it cannot be
+    /// built). The feed does not write it: most `onBatch` consumers never read it.
+    pub fn materialize(&mut self) -> *const u8 {
+        match self.batch.materialize(&self.input) {
+            Some(text) => text.as_ptr(),
+            None => std::ptr::null(),
+        }
     }
 
     /// The 200 body of `attempt` ended.
@@ -316,6 +330,7 @@ impl Engine {
         l[5] = b.regions[0];
         l[6] = b.regions[1];
         l[7] = b.quotes.len() as u32;
+        l[8] = b.text_len() as u32;
     }
 }
 
