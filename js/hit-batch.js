@@ -4,7 +4,8 @@
 // of wasm memory once together with the key columns, and nothing is decoded until a consumer
 // asks for records: a dashboard that reads the typed columns alone never pays for decoding.
 // When onBatch is the only consumer, the batch does not copy the text at all: it refers to
-// the chunk the records came from (referencedText).
+// the chunk the records came from (referencedText). When onHits is, the engine writes every
+// record into the first array, non-ASCII characters as \u escapes (the other two are []).
 // (In Chromium, decoding the text into strings up front cost ~10 % of an onBatch consumer's
 // time on top of the copy the columns need anyway.)
 

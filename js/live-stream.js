@@ -816,7 +816,7 @@ export class LiveStream {
       for (let at = 0; at < chunk.length; at += SLICE_BYTES) {
         const part = at === 0 && chunk.length <= SLICE_BYTES ? chunk : chunk.subarray(at, at + SLICE_BYTES);
         const reference = !shared && this.#referencesChunks();
-        const result = this.#feed(a, part, reference);
+        const result = this.#feed(a, part, reference, !reference && this.#objectsOnly());
         if (result === undefined) return;
         const hits = result & 0x7fffffff;
         if (hits > 0) {
@@ -843,6 +843,16 @@ export class LiveStream {
     return !!this.#callbacks.onBatch && !this.#callbacks.onHits && !this.#iterating() && this.#share === null;
   }
 
+  /**
+   * True when the records of the next chunk are only parsed into objects (onHits is their
+   * only consumer): the engine then writes them as one all-ASCII JSON array, non-ASCII
+   * characters as \u escapes, which decodes and parses fastest (Chromium: ~10 % less time
+   * in decoding and JSON.parse than three arrays by text class). Nobody sees that text.
+   */
+  #objectsOnly() {
+    return !!this.#callbacks.onHits && !this.#callbacks.onBatch && !this.#iterating() && this.#share === null;
+  }
+
   /** True while a `for await` consumer takes batches. */
   #iterating() {
     const it = this.#iterator;
@@ -850,7 +860,7 @@ export class LiveStream {
   }
 
   /** Copies a chunk into wasm memory and feeds it; the engine's packed result. */
-  #feed(a, bytes, reference) {
+  #feed(a, bytes, reference, escape) {
     return this.#call((e) => {
       if (bytes.length > this.#inputCap) {
         this.#inputPtr = e.input(bytes.length);
@@ -858,7 +868,7 @@ export class LiveStream {
       }
       new Uint8Array(memory.buffer, this.#inputPtr, bytes.length).set(bytes);
       this.#epoch.n++;
-      return e.feed(a.attempt, bytes.length, now(), reference);
+      return e.feed(a.attempt, bytes.length, now(), reference, escape);
     });
   }
 

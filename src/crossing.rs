@@ -9,7 +9,10 @@
 //! key fields for consumers that only count and aggregate. JavaScript then decodes each group
 //! with one `TextDecoder` call and parses it with one `JSON.parse`, and every record keeps V8's
 //! fastest string form (one Latin-1 character would make a whole decoded string slower; only
-//! the last group is made of two-byte strings).
+//! the last group is made of two-byte strings). A host that only parses the records into
+//! objects asks for one all-ASCII array instead ([`Batch::escape_non_ascii`]); one that keeps
+//! the chunk asks for references and gets the text only on demand
+//! ([`Batch::reference_input`]).
 
 use crate::core::record::write_with_quoted_ids;
 use crate::core::{HitSink, RecordInfo, SlotId};
@@ -64,6 +67,49 @@ pub fn text_class(b: &[u8]) -> TextClass {
     }
 }
 
+/// Writes the valid UTF-8 `text` to `out` with every non-ASCII character as a JSON `\u`
+/// escape (two for a character above U+FFFF: its UTF-16 surrogate pair). In JSON text,
+/// non-ASCII characters only occur inside strings, where the escape means the same
+/// character: the output is the same JSON, all ASCII.
+pub fn write_ascii_escaped(text: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut plain = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let c = text[i];
+        if c < 0x80 {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&text[plain..i]);
+        let (cp, len) = match c {
+            0xC0..=0xDF => (u32::from(c & 0x1f), 2),
+            0xE0..=0xEF => (u32::from(c & 0x0f), 3),
+            _ => (u32::from(c & 0x07), 4),
+        };
+        let end = (i + len).min(text.len());
+        let cp = text[i + 1..end]
+            .iter()
+            .fold(cp, |cp, &b| (cp << 6) | u32::from(b & 0x3f));
+        let mut unit = |u: u32| {
+            out.extend_from_slice(b"\\u");
+            for shift in [12, 8, 4, 0] {
+                out.push(HEX[(u >> shift) as usize & 0xf]);
+            }
+        };
+        if cp >= 0x1_0000 {
+            let v = cp - 0x1_0000;
+            unit(0xD800 | (v >> 10));
+            unit(0xDC00 | (v & 0x3ff));
+        } else {
+            unit(cp);
+        }
+        i = end;
+        plain = end;
+    }
+    out.extend_from_slice(&text[plain..]);
+}
+
 /// The new hits of one chunk, ready to cross into JavaScript.
 ///
 /// Its text ([`Batch::text`]) is three JSON arrays back to back, `[r,…][r,…][r,…]`, each in
@@ -113,6 +159,10 @@ pub struct Batch {
     pub quotes: Vec<u32>,
     /// The chunk being fed as (address, length), while the host asks for references.
     input: Option<(usize, usize)>,
+    /// Set by [`Batch::escape_non_ascii`] for the chunk being fed.
+    escape: bool,
+    /// Scratch for a record written with its ids quoted before it is escaped.
+    scratch: Vec<u8>,
     /// With references: how long each region's content (records and the commas between
     /// them) is, as if its text were written.
     region_bytes: [usize; 3],
@@ -162,7 +212,17 @@ impl Batch {
         self.quote_at.clear();
         self.quotes.clear();
         self.input = None;
+        self.escape = false;
         self.open = false;
+    }
+
+    /// Asks the batch to write every record of the chunk about to be fed into the ASCII
+    /// region, non-ASCII characters as `\u` escapes ([`write_ascii_escaped`]), for a host
+    /// that only parses the records into objects and never shows their text: the text is
+    /// then one all-ASCII array, the fastest to decode and parse (`[…][][]`). Call after
+    /// [`Batch::clear`], before feeding; ignored with [`Batch::reference_input`].
+    pub fn escape_non_ascii(&mut self) {
+        self.escape = true;
     }
 
     /// Asks the batch to also say, for the chunk `input` about to be fed, where each record
@@ -428,11 +488,17 @@ impl Batch {
             self.json.push(b',');
         }
         let start = self.json.len();
-        write_with_quoted_ids(text, info, &mut self.json);
         // The scanner already knows when a record is all ASCII (most are).
         let class = if info.ascii {
+            write_with_quoted_ids(text, info, &mut self.json);
+            TextClass::Ascii
+        } else if self.escape {
+            self.scratch.clear();
+            write_with_quoted_ids(text, info, &mut self.scratch);
+            write_ascii_escaped(&self.scratch, &mut self.json);
             TextClass::Ascii
         } else {
+            write_with_quoted_ids(text, info, &mut self.json);
             text_class(text)
         };
         if class != TextClass::Ascii {
@@ -871,6 +937,67 @@ mod tests {
             let referenced = run(true)?;
             proptest::prop_assert_eq!(plain, referenced);
         }
+    }
+
+    proptest::proptest! {
+        /// Any JSON value with any text, escaped: all ASCII, and the same value.
+        #[test]
+        fn escaping_keeps_the_value_and_leaves_only_ascii(
+            strings in proptest::collection::vec(".*", 1..6),
+        ) {
+            let value = serde_json::json!({ "a": strings, "b": { "k": strings.concat() } });
+            let text = serde_json::to_vec(&value).unwrap();
+            let mut out = Vec::new();
+            write_ascii_escaped(&text, &mut out);
+            proptest::prop_assert!(out.is_ascii());
+            let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn escaping_writes_utf16_units() {
+        let mut out = Vec::new();
+        write_ascii_escaped(
+            "\"caf\u{e9} \u{100}\u{6771} \u{1f600}\u{10ffff}\"".as_bytes(),
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#""caf\u00e9 \u0100\u6771 \ud83d\ude00\udbff\udfff""#
+        );
+    }
+
+    #[test]
+    fn escaped_batches_are_one_ascii_array_of_the_same_records() {
+        let recs = [
+            r#"{"hitIdHigh":1,"hitIdLow":18446744073709551615,"p":"a"}"#,
+            r#"{"hitIdHigh":2,"hitIdLow":2,"p":"caf\u00e9 é"}"#,
+            r#"{"hitIdHigh":3,"hitIdLow":3,"p":"東京 🙂"}"#,
+            r#"{"hitIdHigh":4,"hitIdLow":4,"p":"ÿ","timeGMT":1372782179}"#,
+        ];
+        let mut plain = Batch::default();
+        feed(&mut plain, &recs);
+        let mut escaped = Batch::default();
+        escaped.escape_non_ascii();
+        feed(&mut escaped, &recs);
+        assert_eq!(escaped.region_lens(), [4, 0, 0]);
+        let text = escaped.text();
+        assert!(text.is_ascii());
+        let [l, w] = escaped.regions.map(|x| x as usize);
+        assert_eq!((&text[l..w], &text[w..]), (&b"[]"[..], &b"[]"[..]));
+        let all: serde_json::Value = serde_json::from_slice(&text[..l]).unwrap();
+        for i in 0..4 {
+            let want: serde_json::Value = serde_json::from_str(plain.record(i)).unwrap();
+            assert_eq!(all[i], want, "record {i}");
+            let alone: serde_json::Value = serde_json::from_str(escaped.record(i)).unwrap();
+            assert_eq!(alone, want, "record {i} by its offsets");
+        }
+        assert_eq!(escaped.hit_id_low, plain.hit_id_low);
+        assert_eq!(escaped.flags, plain.flags);
+        escaped.clear();
+        feed(&mut escaped, &recs);
+        assert_eq!(escaped.region_lens(), [1, 2, 1], "clear() ends escaping");
     }
 
     #[test]

@@ -201,12 +201,23 @@ impl Engine {
     /// the number of new hits laid out for [`Engine::layout`], plus 2^31 when outputs are
     /// waiting (call [`Engine::drain`]). With `reference` (a host that keeps the chunk), the
     /// layout also says where each record lies in the chunk (`Batch::reference_input`).
-    pub fn feed(&mut self, attempt: f64, len: usize, now: f64, reference: bool) -> u32 {
+    /// With `escape` (a host that only parses the records into objects), the text is one
+    /// all-ASCII array (`Batch::escape_non_ascii`).
+    pub fn feed(
+        &mut self,
+        attempt: f64,
+        len: usize,
+        now: f64,
+        reference: bool,
+        escape: bool,
+    ) -> u32 {
         let now = self.now(now);
         self.batch.clear();
         let len = len.min(self.input.len());
         if reference {
             self.batch.reference_input(&self.input[..len]);
+        } else if escape {
+            self.batch.escape_non_ascii();
         }
         let Engine {
             client,
