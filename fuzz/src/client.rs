@@ -21,9 +21,10 @@ use livestream_wasm::crossing::{Batch, NOT_IN_CHUNK};
 
 use crate::support::VirtualHost;
 
-/// Checks the references of `batch`, fed `chunk`: each record not marked [`NOT_IN_CHUNK`]
-/// is the chunk's bytes from its start with a `"` before each of its quote offsets.
-fn check_references(batch: &Batch, chunk: &[u8]) {
+/// Checks the references of `batch`, fed `chunk`: the text it builds on demand holds each
+/// record not marked [`NOT_IN_CHUNK`] as the chunk's bytes from its start with a `"` before
+/// each of its quote offsets, and the others back to back as `json` keeps them.
+fn check_references(batch: &mut Batch, chunk: &[u8]) {
     let n = batch.len();
     assert_eq!(batch.chunk_starts.len(), n, "one chunk start a record");
     assert_eq!(
@@ -31,12 +32,24 @@ fn check_references(batch: &Batch, chunk: &[u8]) {
         if n > 0 { n + 1 } else { 0 },
         "quote_at has n + 1 entries"
     );
+    let full = batch
+        .materialize(chunk)
+        .expect("the chunk it was fed")
+        .to_vec();
+    assert_eq!(full.len(), batch.text_len());
+    let mut cut = 0;
     for i in 0..n {
-        let text = &batch.json[batch.starts[i] as usize..batch.ends[i] as usize];
+        let text = &full[batch.starts[i] as usize..batch.ends[i] as usize];
         assert!(std::str::from_utf8(text).is_ok(), "hit text is not UTF-8");
         let quotes = &batch.quotes[batch.quote_at[i] as usize..batch.quote_at[i + 1] as usize];
         if batch.chunk_starts[i] == NOT_IN_CHUNK {
             assert!(quotes.is_empty(), "quotes for a record not in the chunk");
+            assert_eq!(
+                &batch.json[cut..cut + text.len()],
+                text,
+                "record {i} kept in json"
+            );
+            cut += text.len();
             continue;
         }
         let mut rebuilt = Vec::new();
@@ -373,7 +386,7 @@ impl Host {
                 batch.reference_input(&chunk);
                 self.client.handle_data(id, &chunk, now, &mut batch);
                 batch.finish();
-                check_references(&batch, &chunk);
+                check_references(&mut batch, &chunk);
                 self.hits.0 += batch.len() as u64;
                 self.drain();
             }

@@ -33,7 +33,7 @@ use super::config::{Config, TokenSource};
 use super::dedup::Dedup;
 use super::framer::{FrameSink, Framer};
 use super::policy::{self, Verdict};
-use super::record::{scan_record, RecordInfo};
+use super::record::{RecordInfo, RecordScanner};
 use super::time::{millis, Duration, Human, Instant};
 
 pub use super::policy::ErrorCode;
@@ -395,8 +395,8 @@ pub struct Client {
     phase: Phase,
     counters: Counters,
     outputs: VecDeque<Output>,
-    /// Scratch for records whose invalid UTF-8 had to be replaced.
-    repaired: Vec<u8>,
+    /// Scans the records (its scratch and the names it learned).
+    scanner: RecordScanner,
 }
 
 impl Client {
@@ -435,7 +435,7 @@ impl Client {
             phase: Phase::New,
             counters: Counters::default(),
             outputs: VecDeque::new(),
-            repaired: Vec::new(),
+            scanner: RecordScanner::default(),
         }
     }
 
@@ -801,7 +801,7 @@ impl Client {
             dedup,
             counters,
             outputs,
-            repaired,
+            scanner,
             config,
             ..
         } = self;
@@ -816,7 +816,7 @@ impl Client {
             dedup,
             counters,
             outputs,
-            repaired,
+            scanner,
             delivered: 0,
             gzip_failure: None,
         };
@@ -916,7 +916,7 @@ impl Client {
             return;
         }
         self.dedup.release();
-        self.repaired = Vec::new();
+        self.scanner = RecordScanner::default();
         let max = self.config.max_record_bytes;
         for slot in &mut self.slots {
             slot.framer = Framer::new(max);
@@ -1156,7 +1156,7 @@ struct RecordSink<'a, S: HitSink> {
     dedup: &'a mut Dedup,
     counters: &'a mut Counters,
     outputs: &'a mut VecDeque<Output>,
-    repaired: &'a mut Vec<u8>,
+    scanner: &'a mut RecordScanner,
     delivered: u64,
     gzip_failure: Option<String>,
 }
@@ -1191,7 +1191,7 @@ fn preview(record: &[u8]) -> String {
 
 impl<S: HitSink> FrameSink for RecordSink<'_, S> {
     fn record(&mut self, record: &[u8]) {
-        match scan_record(record, self.repaired) {
+        match self.scanner.scan(record) {
             Ok(scanned) => {
                 if let Some(key) = scanned.info.hit_key {
                     if !self.dedup.insert(key) {

@@ -171,6 +171,35 @@ pub fn scan_record<'a>(
     record: &'a [u8],
     repaired: &'a mut Vec<u8>,
 ) -> Result<Scanned<'a>, RecordError> {
+    scan_record_in(record, repaired, None)
+}
+
+/// [`scan_record`] for the records of a stream, with its scratch memory. In a stream the
+/// records share one shape (the same top-level names in the same order), so the scanner
+/// remembers the names of the records before it by position and compares the next record's
+/// with them instead of scanning and classifying each (~17 % of the scan natively, on
+/// Live Stream records). The results are exactly those of [`scan_record`].
+#[derive(Clone, Default)]
+pub struct RecordScanner {
+    /// Scratch for records whose invalid UTF-8 had to be replaced.
+    repaired: Vec<u8>,
+    /// The names of the records so far.
+    shape: KeyShape,
+}
+
+impl RecordScanner {
+    /// [`scan_record`] of the next record of the stream (see [`RecordScanner`]).
+    pub fn scan<'a>(&'a mut self, record: &'a [u8]) -> Result<Scanned<'a>, RecordError> {
+        scan_record_in(record, &mut self.repaired, Some(&mut self.shape))
+    }
+}
+
+/// [`scan_record`], with names predicted and learned when a shape is given.
+fn scan_record_in<'a>(
+    record: &'a [u8],
+    repaired: &'a mut Vec<u8>,
+    mut shape: Option<&mut KeyShape>,
+) -> Result<Scanned<'a>, RecordError> {
     // One pass over the record as it is: the scanner checks the UTF-8 of the non-ASCII bytes
     // it meets inside strings (the only place where valid JSON has any), so a record it
     // accepts is valid UTF-8, and it notes whether there was any non-ASCII byte at all.
@@ -179,7 +208,7 @@ pub fn scan_record<'a>(
     // within the repaired text, as the message says.
     if record.len() <= u32::MAX as usize {
         let mut seen = Seen::default();
-        match scan_object(record, false, &mut seen) {
+        match scan_object(record, false, &mut seen, shape.as_deref_mut()) {
             Ok((start, end, mut info)) => {
                 info.ascii = !seen.non_ascii;
                 return Ok(Scanned {
@@ -218,7 +247,7 @@ pub fn scan_record<'a>(
     }
     // Valid UTF-8 here, so the scan cannot stop on it.
     let mut seen = Seen::default();
-    match scan_object(b, replaced, &mut seen) {
+    match scan_object(b, replaced, &mut seen, shape) {
         Ok((start, end, mut info)) => Ok(Scanned {
             text: &b[start..end],
             info: {
@@ -735,6 +764,29 @@ const POW10_U64: [u64; 9] = [
 /// overflow test, so the length of an id costs no branch of its own.
 #[inline(always)]
 fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
+    // With 24 bytes in reach (nearly always inside a record), the three words are read and
+    // converted independently, so their latencies overlap instead of adding up (~3 % of the
+    // record scan in wasm).
+    if let Some(w) = b.get(start..start + 24) {
+        let word = |k: usize| u64::from_le_bytes(w[k..k + 8].try_into().unwrap());
+        let (n0, d0) = leading_digits(word(0));
+        let (n1, d1) = leading_digits(word(8));
+        let (n2, d2) = leading_digits(word(16));
+        if n0 < 8 {
+            return (start + n0, Some(d0));
+        }
+        let v = d0 * POW10_U64[n1] + d1;
+        if n1 < 8 {
+            return (start + 8 + n1, Some(v));
+        }
+        if n2 < 8 {
+            return (
+                start + 16 + n2,
+                fits_after_16(v, n2, d2).then(|| v * POW10_U64[n2] + d2),
+            );
+        }
+    }
+    // Near the end of the record, or 24 digits or more: word by word.
     let mut i = start;
     let mut v = 0u64;
     let mut fits = true;
@@ -742,10 +794,7 @@ fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
         let Some(w) = b.get(i..i + 8) else { break };
         let (n, d) = leading_digits(u64::from_le_bytes(w.try_into().unwrap()));
         if word == 2 {
-            // Sixteen digits so far: v * 10^n + d fits u64 for n <= 3, and for n == 4 when
-            // it is at most u64::MAX = 1844674407370955_1615.
-            const HEAD: u64 = u64::MAX / 10_000;
-            fits = n <= 3 || (n == 4 && (v < HEAD || (v == HEAD && d <= u64::MAX % 10_000)));
+            fits = fits_after_16(v, n, d);
         }
         v = v.wrapping_mul(POW10_U64[n]).wrapping_add(d);
         i += n;
@@ -764,6 +813,15 @@ fn digit_run(b: &[u8], start: usize) -> (usize, Option<u64>) {
         i += 1;
     }
     (i, fits.then_some(v))
+}
+
+/// Whether `v * 10^n + d` fits u64, for the value `v` of sixteen digits followed by `n`
+/// more (< 8) whose value is `d`: for n <= 3 always, for n == 4 when it is at most
+/// u64::MAX = 1844674407370955_1615.
+#[inline(always)]
+fn fits_after_16(v: u64, n: usize, d: u64) -> bool {
+    const HEAD: u64 = u64::MAX / 10_000;
+    n <= 3 || (n == 4 && (v < HEAD || (v == HEAD && d <= u64::MAX % 10_000)))
 }
 
 /// How many ASCII digits the word `w` (eight bytes of the record, little endian) starts
@@ -1032,9 +1090,88 @@ impl Fields {
     }
 }
 
+/// Most top-level keys [`KeyShape`] remembers.
+const SHAPE_KEYS: usize = 128;
+
+/// The top-level member names of the records scanned so far, by position (see
+/// [`RecordScanner`]); at most [`SHAPE_KEYS`], ~4 KB.
+#[derive(Clone, Default)]
+struct KeyShape {
+    keys: Vec<ShapeKey>,
+}
+
+/// One remembered member name as it appears in the text, `"name":` (at most 24 bytes,
+/// all ASCII, no escapes), in three little-endian words and the masks of its bytes.
+#[derive(Clone, Copy)]
+struct ShapeKey {
+    words: [u64; 3],
+    masks: [u64; 3],
+    len: usize,
+    field: Field,
+}
+
+impl KeyShape {
+    /// Remembers `text` (`"name":`) as the name of member `member`, when it can be one and
+    /// the names before it are known.
+    fn learn(&mut self, member: usize, text: &[u8], field: Field) {
+        let Some(key) = ShapeKey::new(text, field) else {
+            return;
+        };
+        if member < self.keys.len() {
+            self.keys[member] = key;
+        } else if member == self.keys.len() {
+            self.keys.push(key);
+        }
+    }
+}
+
+impl ShapeKey {
+    /// The key for the name text `text` (`"name":`), or None when it cannot be one.
+    fn new(text: &[u8], field: Field) -> Option<ShapeKey> {
+        if text.len() > 24 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 24];
+        bytes[..text.len()].copy_from_slice(text);
+        let mut key = ShapeKey {
+            words: [0; 3],
+            masks: [0; 3],
+            len: text.len(),
+            field,
+        };
+        for k in 0..3 {
+            key.words[k] = u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap());
+            let n = text.len().saturating_sub(8 * k).min(8);
+            key.masks[k] = if n == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * n)) - 1
+            };
+        }
+        Some(key)
+    }
+
+    /// True when `b` has this name text at `i` (24 bytes must be in reach).
+    #[inline(always)]
+    fn matches(&self, w: &[u8; 24]) -> bool {
+        let word = |k: usize| u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().unwrap());
+        ((word(0) ^ self.words[0]) & self.masks[0])
+            | ((word(1) ^ self.words[1]) & self.masks[1])
+            | ((word(2) ^ self.words[2]) & self.masks[2])
+            == 0
+    }
+}
+
 /// The record's own object: like [`container`] for one level, plus reading the top-level
 /// fields that matter. Returns the object's start and end (whitespace trimmed) and the info.
-fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize, RecordInfo)> {
+/// With a `shape`, names it remembers at their position are compared rather than scanned,
+/// and it learns this record's.
+fn scan_object(
+    b: &[u8],
+    replaced: bool,
+    seen: &mut Seen,
+    mut shape: Option<&mut KeyShape>,
+) -> Scan<(usize, usize, RecordInfo)> {
     let start = skip_ws(b, 0);
     if at(b, start) != b'{' {
         return Err(if start >= b.len() {
@@ -1045,21 +1182,47 @@ fn scan_object(b: &[u8], replaced: bool, seen: &mut Seen) -> Scan<(usize, usize,
     }
     let mut fields = Fields::default();
     let mut i = skip_ws(b, start + 1);
+    // Position of the member among the record's.
+    let mut member = 0;
     if at(b, i) == b'}' {
         i += 1;
     } else {
         loop {
-            if at(b, i) != b'"' {
-                return Err(Fail::Expected(i, "a member name (a string)"));
-            }
-            let key_start = i + 1;
-            let (key_end, escaped) = string(b, key_start, seen)?;
-            i = value_after_name(b, key_end + 1)?;
-            let field = if escaped {
-                classify_escaped(&b[key_start..key_end])
-            } else {
-                classify(b, key_start, key_end)
+            let predicted = match (
+                shape.as_deref().and_then(|s| s.keys.get(member)),
+                b.get(i..i + 24),
+            ) {
+                (Some(&key), Some(w)) if key.matches(w.try_into().unwrap()) => Some(key),
+                _ => None,
             };
+            let field = if let Some(key) = predicted {
+                // The same name text as a record before: valid, and its field is known.
+                i += key.len;
+                if at(b, i) <= b' ' {
+                    i = skip_ws(b, i);
+                }
+                key.field
+            } else {
+                if at(b, i) != b'"' {
+                    return Err(Fail::Expected(i, "a member name (a string)"));
+                }
+                let key_start = i + 1;
+                let (key_end, escaped) = string(b, key_start, seen)?;
+                i = value_after_name(b, key_end + 1)?;
+                let field = if escaped {
+                    classify_escaped(&b[key_start..key_end])
+                } else {
+                    classify(b, key_start, key_end)
+                };
+                // Learn the name as written when it is `"name":` with nothing in between.
+                if let Some(shape) = shape.as_deref_mut() {
+                    if !escaped && member < SHAPE_KEYS && b.get(key_end + 1) == Some(&b':') {
+                        shape.learn(member, &b[key_start - 1..key_end + 2], field);
+                    }
+                }
+                field
+            };
+            member += 1;
             i = if field == Field::Other {
                 // Most members: the generic validator, inlined here.
                 let j = scalar_or_open(b, i, seen)?;
@@ -2050,6 +2213,80 @@ mod tests {
             let info = scan_record(rec.as_bytes(), &mut Vec::new()).unwrap().info;
             proptest::prop_assert_eq!(info.time_gmt.map(f64::to_bits), Some(got.to_bits()));
         }
+    }
+
+    /// The members a stream's records are made of in
+    /// [`a_stream_scanner_gives_what_the_plain_scan_gives`]: names the scanner predicts, wants
+    /// or must not learn (escaped, non-ASCII, too long, a space before the ':'), and values of
+    /// every kind, some invalid.
+    const MEMBERS: [&str; 16] = [
+        r#""hitIdHigh":18446744073709551615"#,
+        r#""hitIdLow":"12""#,
+        r#""visIdHigh":3"#,
+        r#""visIdLow": 4"#,
+        r#""timeGMT":1732859959"#,
+        r#""receivedTimeGMT":-1.5e3"#,
+        r#""pageName":"caf\u00e9""#,
+        r#""hitId\u0048igh":7"#,
+        r#""g\u00e9o":"ünï""#,
+        r#""aVeryLongMemberNameBeyondTwentyFour":true"#,
+        r#""evars" :{"evars":{"eVar1":"x"}}"#,
+        r#""events":{}"#,
+        r#""products":[1,[],{"a":null}]"#,
+        r#""bad":tru"#,
+        r#""bad2":"\x""#,
+        r#""n":-0"#,
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// A stream of records made of the same members in varying orders (so the names the
+        /// scanner learned sometimes match and sometimes not), with invalid UTF-8 and cut
+        /// records among them: every result is exactly the plain scan's.
+        #[test]
+        fn a_stream_scanner_gives_what_the_plain_scan_gives(
+            records in proptest::collection::vec(
+                (proptest::collection::vec(0usize..MEMBERS.len(), 0..12), 0u8..6),
+                1..30,
+            ),
+        ) {
+            let mut scanner = RecordScanner::default();
+            for (members, form) in records {
+                let body: Vec<&str> = members.iter().map(|&k| MEMBERS[k]).collect();
+                let mut record = format!("{{{}}}", body.join(",")).into_bytes();
+                match form {
+                    0 => record.insert(record.len() / 2, 0xff),
+                    1 => record.truncate(record.len() * 2 / 3),
+                    2 => record.extend_from_slice(b" \r"),
+                    _ => {}
+                }
+                let mut scratch = Vec::new();
+                let plain = scan_record(&record, &mut scratch);
+                let shaped = scanner.scan(&record);
+                proptest::prop_assert_eq!(shaped, plain, "{}", String::from_utf8_lossy(&record));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_scanner_learns_and_relearns_names() {
+        let mut scanner = RecordScanner::default();
+        let a = br#"{"hitIdHigh":1,"hitIdLow":2,"pageName":"x"}"#;
+        let b = br#"{"hitIdLow":3,"hitIdHigh":4,"pageName":"y"}"#;
+        for record in [&a[..], a, b, b, a] {
+            let mut scratch = Vec::new();
+            assert_eq!(scanner.scan(record), scan_record(record, &mut scratch));
+        }
+        assert_eq!(scanner.shape.keys.len(), 3);
+        assert_eq!(scanner.shape.keys[0].len, r#""hitIdHigh":"#.len());
+        let key = ShapeKey::new(br#""hitIdLow":"#, Field::Id(1)).unwrap();
+        let mut window = [b'x'; 24];
+        window[..11].copy_from_slice(br#""hitIdLow":"#);
+        assert!(key.matches(&window));
+        window[10] = b' ';
+        assert!(!key.matches(&window), "the ':' is part of the name text");
+        assert!(ShapeKey::new("\"é\":".as_bytes(), Field::Other).is_none());
+        assert!(ShapeKey::new(&[b'a'; 25], Field::Other).is_none());
     }
 
     #[test]

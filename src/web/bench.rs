@@ -6,7 +6,7 @@
 use wasm_bindgen::prelude::*;
 
 use crate::core::framer::{FrameSink, Framer};
-use crate::core::record::scan_record;
+use crate::core::record::RecordScanner;
 use crate::core::{AttemptId, Client, Config, Instant, Options, Output, ResponseHead};
 use crate::crossing::Batch;
 
@@ -61,23 +61,23 @@ impl Default for BenchFramer {
     }
 }
 
-/// Framing plus [`scan_record`] of each record (validation, ids read), nothing else: what
-/// the record scanner costs next to framing alone and the whole chain.
+/// Framing plus the scan of each record ([`RecordScanner`]: validation, ids read), nothing
+/// else: what the record scanner costs next to framing alone and the whole chain.
 #[doc(hidden)]
 #[wasm_bindgen(skip_typescript)]
 pub struct BenchScan {
     framer: Framer,
-    repaired: Vec<u8>,
+    scanner: RecordScanner,
 }
 
 struct ScanCount<'a> {
     records: u32,
-    repaired: &'a mut Vec<u8>,
+    scanner: &'a mut RecordScanner,
 }
 
 impl FrameSink for ScanCount<'_> {
     fn record(&mut self, record: &[u8]) {
-        if scan_record(record, self.repaired).is_ok() {
+        if self.scanner.scan(record).is_ok() {
             self.records += 1;
         }
     }
@@ -92,7 +92,7 @@ impl BenchScan {
     pub fn new() -> BenchScan {
         BenchScan {
             framer: BenchFramer::new().framer,
-            repaired: Vec::new(),
+            scanner: RecordScanner::default(),
         }
     }
 
@@ -100,7 +100,7 @@ impl BenchScan {
     pub fn push(&mut self, chunk: &[u8]) -> u32 {
         let mut count = ScanCount {
             records: 0,
-            repaired: &mut self.repaired,
+            scanner: &mut self.scanner,
         };
         self.framer.push(chunk, &mut count);
         count.records
