@@ -105,10 +105,17 @@ test("while the client does not read, the socket is paused: a fast server cannot
     await sleep(800); // no read: the body must stop taking data
     const stalled = written;
     assert.ok(stalled < 32 * 1024 * 1024, `the server wrote ${stalled} bytes while nobody read`);
-    // Reading again resumes the flow.
-    let got = 0;
-    while (got < 4 * 1024 * 1024) got += (await reader.read()).value.length;
-    assert.ok(written > stalled, "reading resumed the body");
+    // Reading again resumes the flow: the server writes again once the reads have drained
+    // what the sockets hold (loopback buffers can hold several MiB, so a fixed amount read
+    // first was not always enough under load). Were the body never resumed, the reads would
+    // run dry at `stalled` bytes.
+    let got = first.value.length;
+    const until = Date.now() + 15_000;
+    while (written === stalled) {
+      const next = await Promise.race([reader.read(), sleep(Math.max(0, until - Date.now())).then(() => null)]);
+      assert.ok(next !== null, `reading did not resume the body: the server stood at ${stalled} bytes after ${got} were read`);
+      got += next.value.length;
+    }
     stopWriting = true;
     await reader.cancel();
   } finally {
