@@ -75,12 +75,20 @@ pub fn write_ascii_escaped(text: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut plain = 0;
     let mut i = 0;
-    while i < text.len() {
-        let c = text[i];
-        if c < 0x80 {
-            i += 1;
-            continue;
+    loop {
+        // Past the ASCII run, eight bytes at a time: most of a record is ASCII.
+        while let Some(w) = text.get(i..i + 8) {
+            let high = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) & HI;
+            if high != 0 {
+                i += (high.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
         }
+        while i < text.len() && text[i] < 0x80 {
+            i += 1;
+        }
+        let Some(&c) = text.get(i) else { break };
         out.extend_from_slice(&text[plain..i]);
         let (cp, len) = match c {
             0xC0..=0xDF => (u32::from(c & 0x1f), 2),
