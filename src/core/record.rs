@@ -1094,7 +1094,7 @@ impl Fields {
 const SHAPE_KEYS: usize = 128;
 
 /// The top-level member names of the records scanned so far, by position (see
-/// [`RecordScanner`]); at most [`SHAPE_KEYS`], ~4 KB.
+/// [`RecordScanner`]); at most [`SHAPE_KEYS`] of them, under 10 KiB.
 #[derive(Clone, Default)]
 struct KeyShape {
     keys: Vec<ShapeKey>,
@@ -2287,6 +2287,14 @@ mod tests {
         assert!(!key.matches(&window), "the ':' is part of the name text");
         assert!(ShapeKey::new("\"é\":".as_bytes(), Field::Other).is_none());
         assert!(ShapeKey::new(&[b'a'; 25], Field::Other).is_none());
+        // What a stream's scanner can hold at most.
+        assert!(SHAPE_KEYS * std::mem::size_of::<ShapeKey>() < 10 << 10);
+        let wide: Vec<String> = (0..200).map(|k| format!("\"m{k}\":{k}")).collect();
+        let wide = format!("{{{}}}", wide.join(","));
+        for _ in 0..2 {
+            assert!(scanner.scan(wide.as_bytes()).is_ok());
+        }
+        assert_eq!(scanner.shape.keys.len(), SHAPE_KEYS);
     }
 
     #[test]
