@@ -118,6 +118,18 @@ function columnOffsets(n) {
   };
 }
 
+/** Words of the engine's layout (src/crossing.rs LAYOUT_WORDS): where a batch lies in wasm memory. */
+const LAYOUT_WORDS = 9;
+
+/**
+ * How the engine writes a chunk's hits, by who takes them (LiveStream #textForm): the batch's
+ * text (TEXT), no text, the batch referring to the chunk (REFERENCED), or one all-ASCII
+ * array that is only parsed (OBJECTS).
+ */
+const TEXT = 0;
+const REFERENCED = 1;
+const OBJECTS = 2;
+
 /**
  * Bytes of each block that referencing batches (see LiveStream #referencingBatch) copy what
  * they take out of wasm memory into (their columns, and the records that are not slices of
@@ -815,12 +827,12 @@ export class LiveStream {
       const shared = isShared(chunk);
       for (let at = 0; at < chunk.length; at += SLICE_BYTES) {
         const part = at === 0 && chunk.length <= SLICE_BYTES ? chunk : chunk.subarray(at, at + SLICE_BYTES);
-        const reference = !shared && this.#referencesChunks();
-        const result = this.#feed(a, part, reference, !reference && this.#objectsOnly());
+        const form = this.#textForm(shared);
+        const result = this.#feed(a, part, form);
         if (result === undefined) return;
         const hits = result & 0x7fffffff;
         if (hits > 0) {
-          const pending = this.#deliver(a, hits, reference ? part : null);
+          const pending = this.#deliver(a, hits, part, form);
           if (result & 0x80000000) this.#pump();
           if (pending) await pending;
         } else if (result & 0x80000000) {
@@ -832,25 +844,25 @@ export class LiveStream {
   }
 
   /**
-   * True when the batches of the next chunk should refer to the chunk itself for their text
-   * rather than carry a copy of the engine's: when `onBatch` is their only consumer. Most
-   * onBatch consumers read the typed columns only, and copying ~64 KiB of text into fresh
-   * memory per chunk was ~30 % of their time (Node and Chromium, from memory). Objects
-   * wanted now (onHits), later (the iterator) or elsewhere (tab sharing) are parsed fastest
-   * from the engine's text, so those keep the copy.
+   * How the engine should write the next chunk's hits, by who takes them (null: nobody):
+   * - OBJECTS when onHits is their only consumer: they are only parsed into objects, so the
+   *   engine writes one all-ASCII JSON array, non-ASCII characters as \u escapes, which
+   *   decodes and parses fastest (Chromium: ~10 % less time in decoding and JSON.parse than
+   *   three arrays by text class). Nobody sees that text.
+   * - REFERENCED when onBatch is: the batches refer to the chunk itself for their text rather
+   *   than carry a copy of the engine's. Most onBatch consumers read the typed columns only,
+   *   and copying ~64 KiB of text into fresh memory per chunk was ~30 % of their time (Node
+   *   and Chromium, from memory). Not for a chunk in `shared` memory, which a batch never
+   *   keeps (see isShared).
+   * - TEXT otherwise: objects wanted now (onHits), later (the iterator) or elsewhere (tab
+   *   sharing) are parsed fastest from the engine's text, so those batches carry a copy.
    */
-  #referencesChunks() {
-    return !!this.#callbacks.onBatch && !this.#callbacks.onHits && !this.#iterating() && this.#share === null;
-  }
-
-  /**
-   * True when the records of the next chunk are only parsed into objects (onHits is their
-   * only consumer): the engine then writes them as one all-ASCII JSON array, non-ASCII
-   * characters as \u escapes, which decodes and parses fastest (Chromium: ~10 % less time
-   * in decoding and JSON.parse than three arrays by text class). Nobody sees that text.
-   */
-  #objectsOnly() {
-    return !!this.#callbacks.onHits && !this.#callbacks.onBatch && !this.#iterating() && this.#share === null;
+  #textForm(shared) {
+    const { onHits, onBatch } = this.#callbacks;
+    const iterating = this.#iterating();
+    const sharing = this.#share !== null;
+    if (!onBatch && !iterating && !sharing) return onHits ? OBJECTS : null;
+    return onBatch && !onHits && !iterating && !sharing && !shared ? REFERENCED : TEXT;
   }
 
   /** True while a `for await` consumer takes batches. */
@@ -859,8 +871,8 @@ export class LiveStream {
     return it !== null && !it.done;
   }
 
-  /** Copies a chunk into wasm memory and feeds it; the engine's packed result. */
-  #feed(a, bytes, reference, escape) {
+  /** Copies a chunk into wasm memory and feeds it to be written in `form`; the engine's packed result. */
+  #feed(a, bytes, form) {
     return this.#call((e) => {
       if (bytes.length > this.#inputCap) {
         this.#inputPtr = e.input(bytes.length);
@@ -868,29 +880,27 @@ export class LiveStream {
       }
       new Uint8Array(memory.buffer, this.#inputPtr, bytes.length).set(bytes);
       this.#epoch.n++;
-      return e.feed(a.attempt, bytes.length, now(), reference, escape);
+      return e.feed(a.attempt, bytes.length, now(), form === REFERENCED, form === OBJECTS);
     });
   }
 
   /**
-   * Hands the batch the engine just laid out to the consumers. Returns a promise when a
-   * callback returned one (the next chunk of this connection is read after it settles).
+   * Hands the batch the engine just laid out from `chunk`, written in `form` (see #textForm),
+   * to the consumers. Returns a promise when a callback returned one (the next chunk of this
+   * connection is read after it settles).
    */
-  #deliver(a, n, chunk) {
-    const { onHits, onBatch } = this.#callbacks;
-    const shared = this.#share !== null;
-    const wantBatch = onBatch || this.#iterating() || shared;
-    if (!onHits && !wantBatch) return undefined;
+  #deliver(a, n, chunk, form) {
+    if (form === null) return undefined;
     // Out of wasm memory in one copy: the batch's text as bytes, then the key columns packed
     // by the engine (src/crossing.rs `append_columns`), with views on that copy. The text is
     // decoded only when asked for (hit-batch.js): a consumer of the typed columns alone never
     // pays for decoding. onHits alone parses in place instead, with no copy at all.
     const buf = memory.buffer;
-    const L = new Uint32Array(buf, this.#layoutPtr, 9);
+    const L = new Uint32Array(buf, this.#layoutPtr, LAYOUT_WORDS);
     const latin1At = L[5];
     const wideAt = L[6];
     const o = columnOffsets(n);
-    if (!wantBatch && (L[2] & 3) === 0) {
+    if (form === OBJECTS && (L[2] & 3) === 0) {
       // onHits alone: the hits are parsed now, before the next chunk reuses wasm memory, so
       // the text and the offsets are read in place; no copy, no HitBatch.
       const starts = new Uint32Array(buf, L[2] + o.starts, n);
@@ -898,18 +908,18 @@ export class LiveStream {
       const hits = hitsFromText(batchText(new Uint8Array(buf, L[0], L[1]), latin1At, wideAt), starts, ends);
       return this.#invoke("onHits", hits, { connection: a.connection });
     }
-    if (chunk !== null) return this.#deliverBatch(this.#referencingBatch(a, n, chunk, buf, L), a.connection);
+    if (form === REFERENCED) return this.#deliverBatch(this.#referencingBatch(a, n, chunk, buf, L), a.connection);
     // The text, then the columns from `at` (a multiple of 8, so the 64-bit views align).
     const at = L[2] - L[0];
     const copy = new Uint8Array(buf, L[0], at + L[3]).slice().buffer;
     const text = batchText(new Uint8Array(copy, 0, L[1]), latin1At, wideAt);
     const starts = new Uint32Array(copy, at + o.starts, n);
     const ends = new Uint32Array(copy, at + o.ends, n);
-    if (!wantBatch) {
+    if (form === OBJECTS) {
       return this.#invoke("onHits", hitsFromText(text, starts, ends), { connection: a.connection });
     }
     const batch = columnsBatch(a.connection, text, copy, at, n);
-    if (shared) {
+    if (this.#share !== null) {
       // Structured clone copies typed arrays as memcpy; followers rebuild the same HitBatch.
       this.#share.post({
         t: "batch", c: a.connection, text, starts, ends,
@@ -921,7 +931,7 @@ export class LiveStream {
   }
 
   /**
-   * The batch of a chunk fed with references (see #referencesChunks): only the columns and
+   * The batch of a chunk written REFERENCED (see #textForm): only the columns and
    * the records that are not a slice of `chunk` are copied out of wasm memory; the rest of
    * the text is `chunk` itself, with the engine's quotes put back when a record is read.
    * The engine did not write the batch's text; while no other chunk has been fed, toArray()

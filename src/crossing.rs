@@ -14,13 +14,18 @@
 //! the chunk asks for references and gets the text only on demand
 //! ([`Batch::reference_input`]).
 
-use crate::core::record::write_with_quoted_ids;
+use crate::core::record::{write_with_quoted_ids, write_with_quoted_ids_by};
 use crate::core::{HitSink, RecordInfo, SlotId};
 
 /// Bit in [`Batch::flags`]: the record has both hitIdHigh and hitIdLow.
 pub const HAS_HIT_ID: u8 = 1;
 /// Bit in [`Batch::flags`]: the record has both visIdHigh and visIdLow.
 pub const HAS_VIS_ID: u8 = 2;
+
+/// Words of the layout from which the web host reads where each batch lies in wasm memory
+/// (`Engine::layout` in src/web: text, columns, counts, regions, full text length);
+/// js/live-stream.js reads as many (checked by tests/schema.rs).
+pub const LAYOUT_WORDS: usize = 9;
 
 /// [`Batch::chunk_starts`] of a record whose text is not a slice of the fed chunk.
 pub const NOT_IN_CHUNK: u32 = u32::MAX;
@@ -64,6 +69,17 @@ pub fn text_class(b: &[u8]) -> TextClass {
         TextClass::Latin1
     } else {
         TextClass::Ascii
+    }
+}
+
+/// The [`TextClass`] of a record's text; the scanner already knows when it is all ASCII
+/// (most are).
+#[inline]
+fn record_class(text: &[u8], info: &RecordInfo) -> TextClass {
+    if info.ascii {
+        TextClass::Ascii
+    } else {
+        text_class(text)
     }
 }
 
@@ -169,8 +185,6 @@ pub struct Batch {
     input: Option<(usize, usize)>,
     /// Set by [`Batch::escape_non_ascii`] for the chunk being fed.
     escape: bool,
-    /// Scratch for a record written with its ids quoted before it is escaped.
-    scratch: Vec<u8>,
     /// With references: how long each region's content (records and the commas between
     /// them) is, as if its text were written.
     region_bytes: [usize; 3],
@@ -257,30 +271,26 @@ impl Batch {
             self.regions[0] = (ascii + 2) as u32;
             self.regions[1] = self.regions[0] + (latin1 + 2) as u32;
             self.text_len = self.regions[1] as usize + wide + 2;
-            for k in 0..2 {
-                let base = self.regions[k] + 1;
-                for &i in &self.spill[k].index {
-                    self.starts[i as usize] += base;
-                    self.ends[i as usize] += base;
-                }
-            }
-            return;
-        }
-        self.json.push(b']');
-        for k in 0..2 {
-            self.regions[k] = self.json.len() as u32;
-            let base = (self.json.len() + 1) as u32;
-            let r = &mut self.spill[k];
-            self.json.push(b'[');
-            self.json.extend_from_slice(&r.text);
+        } else {
             self.json.push(b']');
-            for &i in &r.index {
+            for k in 0..2 {
+                self.regions[k] = self.json.len() as u32;
+                let r = &mut self.spill[k];
+                self.json.push(b'[');
+                self.json.extend_from_slice(&r.text);
+                self.json.push(b']');
+                r.text.clear();
+            }
+            self.text_len = self.json.len();
+        }
+        // The other two regions' records, placed from their region's content on.
+        for k in 0..2 {
+            let base = self.regions[k] + 1;
+            for &i in &self.spill[k].index {
                 self.starts[i as usize] += base;
                 self.ends[i as usize] += base;
             }
-            r.text.clear();
         }
-        self.text_len = self.json.len();
     }
 
     /// The length of the batch's text once finished (with references: of the text
@@ -452,11 +462,7 @@ impl Batch {
     /// need quotes, or, when `text` is not a slice of the chunk ([`NOT_IN_CHUNK`]), keeps
     /// its text in `json`.
     fn reference(&mut self, text: &[u8], info: &RecordInfo, input: usize, input_len: usize) {
-        let class = if info.ascii {
-            TextClass::Ascii
-        } else {
-            text_class(text)
-        };
+        let class = record_class(text, info);
         let quoted_len = text.len() + 2 * info.bare_id_spans().len();
         let k = class as usize;
         let content = &mut self.region_bytes[k];
@@ -496,18 +502,12 @@ impl Batch {
             self.json.push(b',');
         }
         let start = self.json.len();
-        // The scanner already knows when a record is all ASCII (most are).
-        let class = if info.ascii {
-            write_with_quoted_ids(text, info, &mut self.json);
-            TextClass::Ascii
-        } else if self.escape {
-            self.scratch.clear();
-            write_with_quoted_ids(text, info, &mut self.scratch);
-            write_ascii_escaped(&self.scratch, &mut self.json);
+        let class = if self.escape && !info.ascii {
+            write_with_quoted_ids_by(text, info, &mut self.json, write_ascii_escaped);
             TextClass::Ascii
         } else {
             write_with_quoted_ids(text, info, &mut self.json);
-            text_class(text)
+            record_class(text, info)
         };
         if class != TextClass::Ascii {
             let r = &mut self.spill[class as usize - 1];

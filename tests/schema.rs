@@ -10,7 +10,7 @@ use std::fs;
 use livestream_wasm::core::config::{option_spec, Kind, OPTIONS};
 use livestream_wasm::core::record::ID_FIELDS;
 use livestream_wasm::core::ErrorCode;
-use livestream_wasm::crossing::{HAS_HIT_ID, HAS_VIS_ID, NOT_IN_CHUNK};
+use livestream_wasm::crossing::{HAS_HIT_ID, HAS_VIS_ID, LAYOUT_WORDS, NOT_IN_CHUNK};
 
 fn read(path: &str) -> String {
     fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
@@ -163,7 +163,7 @@ fn error_codes_agree_everywhere() {
 }
 
 #[test]
-fn batch_flags_agree_with_the_javascript_batch() {
+fn batch_constants_agree_with_the_javascript_host() {
     let js = read("js/hit-batch.js");
     assert!(
         js.contains(&format!("const HAS_HIT_ID = {HAS_HIT_ID};")),
@@ -172,6 +172,11 @@ fn batch_flags_agree_with_the_javascript_batch() {
     assert!(
         js.contains(&format!("export const NOT_IN_CHUNK = {NOT_IN_CHUNK:#x};")),
         "js/hit-batch.js NOT_IN_CHUNK must equal crossing::NOT_IN_CHUNK ({NOT_IN_CHUNK:#x})"
+    );
+    let host = read("js/live-stream.js");
+    assert!(
+        host.contains(&format!("const LAYOUT_WORDS = {LAYOUT_WORDS};")),
+        "js/live-stream.js LAYOUT_WORDS must equal crossing::LAYOUT_WORDS ({LAYOUT_WORDS})"
     );
     let dts = read("js/index.d.ts");
     assert!(

@@ -267,18 +267,30 @@ fn scan_record_in<'a>(
 /// output is valid JSON whenever `text` is.
 #[inline]
 pub fn write_with_quoted_ids(text: &[u8], info: &RecordInfo, out: &mut Vec<u8>) {
+    write_with_quoted_ids_by(text, info, out, |part, out| out.extend_from_slice(part));
+}
+
+/// [`write_with_quoted_ids`] with the text around the ids (not the ids: ASCII digits) written
+/// by `write`, e.g. transformed on the way, in the same pass.
+#[inline]
+pub fn write_with_quoted_ids_by(
+    text: &[u8],
+    info: &RecordInfo,
+    out: &mut Vec<u8>,
+    mut write: impl FnMut(&[u8], &mut Vec<u8>),
+) {
     let spans = info.bare_id_spans();
     out.reserve(text.len() + 2 * spans.len());
     let mut copied = 0;
     for &(start, end) in spans {
         let (start, end) = (start as usize, end as usize);
-        out.extend_from_slice(&text[copied..start]);
+        write(&text[copied..start], out);
         out.push(b'"');
         out.extend_from_slice(&text[start..end]);
         out.push(b'"');
         copied = end;
     }
-    out.extend_from_slice(&text[copied..]);
+    write(&text[copied..], out);
 }
 
 /// The string value of the top-level member `key` of the JSON object `text` (the last one, as

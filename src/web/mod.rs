@@ -30,10 +30,7 @@ mod js;
 use wasm_bindgen::prelude::*;
 
 use crate::core::{AttemptId, Client, ClientState, Config, Instant, ResponseHead};
-use crate::crossing::Batch;
-
-/// Where the last batch lies in wasm memory (see [`Engine::layout`]).
-const LAYOUT_WORDS: usize = 9;
+use crate::crossing::{Batch, LAYOUT_WORDS};
 
 /// One client: the core, the batch being built, the input buffer. Internal to the package:
 /// users hold the JavaScript `LiveStream`.
